@@ -1,0 +1,67 @@
+"""The one small interface every backend implements.
+
+A backend owns the kernel state that carries traffic to the other nodes' subnets: it prepares
+its device and says what to publish in our lease (`prepare`), configures itself for our own
+lease (`activate`), programs one peer (`apply_peer` / `remove_peer`, replace semantics, idempotent)
+and repairs drift (`reconcile`, given the full desired peer set). MTU arithmetic lives here too.
+Backends leave their devices and routes in place on `close()`, so traffic keeps flowing while
+the agent restarts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
+
+from pyflannel.backend.netlink import Kernel
+from pyflannel.config import NetworkConfig
+from pyflannel.iface import ExternalInterface
+from pyflannel.subnet.lease import Lease, LeaseAttrs
+
+
+class Backend(ABC):
+    type: ClassVar[str]
+    # Bytes of encapsulation overhead subtracted from the underlay MTU.
+    overhead: ClassVar[int] = 0
+
+    def __init__(
+        self, config: NetworkConfig, ext: ExternalInterface, kernel: Kernel | None = None
+    ) -> None:
+        self.config = config
+        self.ext = ext
+        self.kernel = kernel if kernel is not None else Kernel()
+        self.own_lease: Lease | None = None
+        self.repairs = 0  # kernel entries put back by reconcile (a metric)
+
+    def mtu(self) -> int:
+        """The MTU containers get (FLANNEL_MTU): the underlay MTU minus our overhead."""
+        return self.ext.mtu - self.overhead
+
+    def lease_attrs(self) -> LeaseAttrs:
+        return LeaseAttrs(public_ip=self.ext.public_ip, backend_type=self.type)
+
+    @abstractmethod
+    def prepare(self) -> LeaseAttrs:
+        """Check prerequisites, create devices; return what to publish in our lease."""
+
+    @abstractmethod
+    def activate(self, lease: Lease) -> None:
+        """Configure for our own lease (device address, route for the Network)."""
+
+    @abstractmethod
+    def apply_peer(self, lease: Lease) -> None:
+        """Make `lease.subnet` reachable through its node (replace what was there)."""
+
+    @abstractmethod
+    def remove_peer(self, lease: Lease) -> None:
+        """Remove what `apply_peer` installed for that subnet; absent state is not an error."""
+
+    @abstractmethod
+    def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        """Make the kernel match exactly `peers`: re-add what is missing, drop leftovers."""
+
+    def close(self) -> None:
+        """Stop helper threads and close the netlink socket; kernel state stays."""
+        self.kernel.close()

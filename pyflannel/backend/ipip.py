@@ -1,0 +1,163 @@
+"""ipip: IPv4-in-IPv4 (protocol 4) to each peer's public IP.
+
+With the kernel's `ipip` link kind: device `flannel.ipip` (local = our address, remote any) and
+per peer `<subnet> via <PublicIP> dev flannel.ipip onlink`; the kernel does everything.
+Without it (kernels built without ipip, like this project's test machines): a TUN device of the
+same name and the same routes, with the userspace pump encapsulating through a raw protocol-4
+socket: the same packets on the wire, so both kinds of node interoperate. The log says which
+one is in use. DirectRouting gives on-link peers a host-gw route instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pyflannel.backend.hostgw import DirectRoutes
+from pyflannel.backend.netlink import Route
+from pyflannel.backend.pump import PumpSpec
+from pyflannel.backend.userspace import TunBackend
+from pyflannel.subnet.lease import Lease, LeaseAttrs
+
+log = logging.getLogger(__name__)
+
+DEVICE = "flannel.ipip"
+_NO_LINK_KIND = {errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL, errno.ENODEV}
+
+
+class IpipBackend(TunBackend):
+    type = "ipip"
+    mode = "ipip"
+    device = DEVICE
+    overhead = 20
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_routing: bool = self.config.backend.options["DirectRouting"]
+        self.direct = DirectRoutes(self.kernel, self)
+        self.kernel_mode = False
+
+    # -- device -------------------------------------------------------------------------------
+
+    def prepare(self) -> LeaseAttrs:
+        self.kernel_mode = self._ensure_kernel_device()
+        if self.kernel_mode:
+            log.info("ipip: using the kernel's ipip device %s", DEVICE)
+        else:
+            log.warning(
+                "ipip: this kernel has no ipip link kind; using the userspace IPIP data path "
+                "(TUN %s + raw protocol-4 socket, wire-compatible, slower)",
+                DEVICE,
+            )
+            self.ensure_tun()
+        return self.lease_attrs()
+
+    def _ensure_kernel_device(self) -> bool:
+        index = self.kernel.link_index(DEVICE)
+        if index is not None:
+            kind = self.kernel.link_kind(index)
+            if kind == "ipip":
+                self.index = index
+                self.kernel.set_up(index, mtu=self.mtu())
+                return True
+            if kind == "tun" and not self._kernel_supports_ipip():
+                return False
+            self.kernel.delete_link(DEVICE)
+        try:
+            self.kernel.ipr.link(
+                "add", ifname=DEVICE, kind="ipip", ipip_local=str(self.ext.iface_addr)
+            )
+        except NetlinkError as exc:
+            if exc.code in _NO_LINK_KIND:
+                return False
+            raise
+        index = self.kernel.link_index(DEVICE)
+        assert index is not None
+        self.index = index
+        self.kernel.set_up(index, mtu=self.mtu())
+        return True
+
+    def _kernel_supports_ipip(self) -> bool:
+        probe = "flannel.ipprobe"
+        try:
+            self.kernel.ipr.link("add", ifname=probe, kind="ipip")
+        except NetlinkError:
+            return False
+        self.kernel.delete_link(probe)
+        return True
+
+    def pump_spec(self, lease: Lease) -> PumpSpec:
+        return PumpSpec(
+            mode="ipip",
+            tun_name=DEVICE,
+            network=str(self.config.network),
+            subnet_len=self.config.subnet_len,
+            bind_ip=str(self.ext.iface_addr),
+            tunnel_ip=str(lease.subnet.network_address),
+        )
+
+    def activate(self, lease: Lease) -> None:
+        if self.kernel_mode:
+            self.own_lease = lease
+            address = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
+            self.kernel.ensure_address(self.index, address)
+            return
+        super().activate(lease)
+
+    # -- peers --------------------------------------------------------------------------------
+
+    def _route(self, lease: Lease) -> Route:
+        return Route(lease.subnet, lease.attrs.public_ip, self.index, onlink=True)
+
+    def _tunnelled(self, lease: Lease) -> bool:
+        return not (self.direct_routing and self.direct.reachable(lease))
+
+    def apply_peer(self, lease: Lease) -> None:
+        if lease.attrs.backend_type != self.type:
+            super().apply_peer(lease)  # logs and ignores
+            return
+        if not self._tunnelled(lease):
+            self.kernel.route_delete(self._route(lease))
+            self.direct.apply(lease)
+            if not self.kernel_mode:
+                super().remove_peer(lease)
+            return
+        self.direct.remove(lease.subnet)
+        self.kernel.route_replace(self._route(lease))
+        if not self.kernel_mode:
+            super().apply_peer(lease)
+
+    def remove_peer(self, lease: Lease) -> None:
+        self.kernel.route_delete(self._route(lease))
+        self.direct.remove(lease.subnet)
+        if not self.kernel_mode:
+            super().remove_peer(lease)
+
+    def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        mine = {s: lease for s, lease in peers.items() if lease.attrs.backend_type == self.type}
+        tunnelled = {s: lease for s, lease in mine.items() if self._tunnelled(lease)}
+        direct = {s: lease for s, lease in mine.items() if s not in tunnelled}
+        if self.kernel_mode:
+            if self.kernel.link_index(DEVICE) != self.index:
+                log.warning("%s is gone; recreating it", DEVICE)
+                self._ensure_kernel_device()
+                if self.own_lease is not None:
+                    self.activate(self.own_lease)
+                self.repairs += 1
+        else:
+            super().reconcile(tunnelled)
+        self.repairs += self.direct.sync(direct)
+        current = {r.dst: r for r in self.kernel.routes(self.config.network, oif=self.index)}
+        for dst, route in current.items():
+            if dst not in tunnelled:
+                self.kernel.route_delete(route)
+                self.repairs += 1
+        for subnet, lease in tunnelled.items():
+            if current.get(subnet) != self._route(lease):
+                self.kernel.route_replace(self._route(lease))
+                self.repairs += 1

@@ -1,0 +1,225 @@
+"""Kernel state through pyroute2 (netlink), with the replace semantics backends need.
+
+"Already exists" on add and "does not exist" on delete are not errors: backends declare the
+state they want, and a second application of the same state must be a no-op.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+RTPROT_BOOT = 3  # what flanneld's routes carry (`ip route` shows no "proto" for them)
+RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+MAIN_TABLE = 254
+AF_INET = 2
+AF_BRIDGE = 7
+
+_IGNORED_ON_ADD = {errno.EEXIST}
+_IGNORED_ON_DELETE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None
+    oif: int
+    onlink: bool
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    ip: ipaddress.IPv4Address
+    mac: str
+    ifindex: int
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    mac: str
+    dst: ipaddress.IPv4Address
+    ifindex: int
+
+
+@contextmanager
+def ignoring(codes: set[int]) -> Iterator[None]:
+    try:
+        yield
+    except NetlinkError as exc:
+        if exc.code not in codes:
+            raise
+
+
+class Kernel:
+    """A thin, typed facade over one pyroute2 IPRoute socket (one owner: the main thread)."""
+
+    def __init__(self, ipr: IPRoute | None = None) -> None:
+        self._own = ipr is None
+        self.ipr = ipr if ipr is not None else IPRoute()
+
+    def close(self) -> None:
+        if self._own:
+            self.ipr.close()
+
+    # -- links ------------------------------------------------------------------------------
+
+    def link_index(self, name: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=name)
+        return int(found[0]) if found else None
+
+    def link(self, index: int) -> Any:
+        return self.ipr.get_links(index)[0]
+
+    def link_kind(self, index: int) -> str | None:
+        info = self.link(index).get_attr("IFLA_LINKINFO")
+        return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+    def delete_link(self, name: str) -> bool:
+        index = self.link_index(name)
+        if index is None:
+            return False
+        with ignoring(_IGNORED_ON_DELETE):
+            self.ipr.link("del", index=index)
+        return True
+
+    def set_up(self, index: int, mtu: int | None = None) -> None:
+        if mtu is not None:
+            self.ipr.link("set", index=index, mtu=mtu)
+        self.ipr.link("set", index=index, state="up")
+
+    def ensure_address(self, index: int, address: ipaddress.IPv4Interface) -> bool:
+        """Give the link exactly this one IPv4 address; True when something changed."""
+        changed = False
+        for addr in self.ipr.get_addr(family=AF_INET, index=index):
+            current = ipaddress.IPv4Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+            if current != address:
+                with ignoring(_IGNORED_ON_DELETE):
+                    self.ipr.addr(
+                        "del",
+                        index=index,
+                        address=str(current.ip),
+                        prefixlen=current.network.prefixlen,
+                    )
+                changed = True
+        present = any(
+            addr.get_attr("IFA_ADDRESS") == str(address.ip)
+            and addr["prefixlen"] == address.network.prefixlen
+            for addr in self.ipr.get_addr(family=AF_INET, index=index)
+        )
+        if not present:
+            with ignoring(_IGNORED_ON_ADD):
+                self.ipr.addr(
+                    "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+                )
+            changed = True
+        return changed
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def route_replace(self, route: Route) -> None:
+        kwargs: dict[str, Any] = {
+            "dst": str(route.dst),
+            "oif": route.oif,
+            "proto": RTPROT_BOOT,
+            "table": MAIN_TABLE,
+        }
+        if route.gateway is not None:
+            kwargs["gateway"] = str(route.gateway)
+        else:
+            kwargs["scope"] = 253  # link
+        if route.onlink:
+            kwargs["flags"] = RTNH_F_ONLINK
+        self.ipr.route("replace", **kwargs)
+
+    def route_delete(self, route: Route) -> None:
+        with ignoring(_IGNORED_ON_DELETE):
+            self.ipr.route("del", dst=str(route.dst), oif=route.oif, table=MAIN_TABLE)
+
+    def routes(self, within: ipaddress.IPv4Network, oif: int | None = None) -> list[Route]:
+        """Main-table IPv4 routes whose destination lies inside `within` (optionally on `oif`)."""
+        found = []
+        for msg in self.ipr.route("dump", family=AF_INET, table=MAIN_TABLE):
+            dst = msg.get_attr("RTA_DST")
+            if dst is None:
+                continue
+            net = ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}", strict=False)
+            if not net.subnet_of(within):
+                continue
+            out = msg.get_attr("RTA_OIF")
+            if oif is not None and out != oif:
+                continue
+            gateway = msg.get_attr("RTA_GATEWAY")
+            found.append(
+                Route(
+                    dst=net,
+                    gateway=ipaddress.IPv4Address(gateway) if gateway else None,
+                    oif=int(out or 0),
+                    onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+                )
+            )
+        return found
+
+    # -- neighbours and fdb (vxlan) ---------------------------------------------------------
+
+    def neigh_replace(self, neigh: Neighbour) -> None:
+        self.ipr.neigh(
+            "replace",
+            dst=str(neigh.ip),
+            lladdr=neigh.mac,
+            ifindex=neigh.ifindex,
+            state=NUD_PERMANENT,
+        )
+
+    def neigh_delete(self, neigh: Neighbour) -> None:
+        with ignoring(_IGNORED_ON_DELETE):
+            self.ipr.neigh("del", dst=str(neigh.ip), ifindex=neigh.ifindex)
+
+    def neighbours(self, ifindex: int) -> list[Neighbour]:
+        found = []
+        for msg in self.ipr.get_neighbours(family=AF_INET, ifindex=ifindex):
+            mac = msg.get_attr("NDA_LLADDR")
+            dst = msg.get_attr("NDA_DST")
+            if mac and dst and msg["state"] & NUD_PERMANENT:
+                found.append(Neighbour(ipaddress.IPv4Address(dst), mac.lower(), ifindex))
+        return found
+
+    def fdb_replace(self, entry: FdbEntry) -> None:
+        self.ipr.fdb(
+            "replace",
+            ifindex=entry.ifindex,
+            lladdr=entry.mac,
+            dst=str(entry.dst),
+            state=NUD_PERMANENT,
+        )
+
+    def fdb_delete(self, entry: FdbEntry) -> None:
+        with ignoring(_IGNORED_ON_DELETE):
+            self.ipr.fdb("del", ifindex=entry.ifindex, lladdr=entry.mac, dst=str(entry.dst))
+
+    def fdb_entries(self, ifindex: int) -> list[FdbEntry]:
+        found = []
+        for msg in self.ipr.fdb("dump", ifindex=ifindex):
+            if msg["ifindex"] != ifindex:
+                continue
+            mac = msg.get_attr("NDA_LLADDR")
+            dst = msg.get_attr("NDA_DST")
+            if mac and dst and mac != "00:00:00:00:00:00":
+                found.append(FdbEntry(mac.lower(), ipaddress.IPv4Address(dst), ifindex))
+        return found
+
+
+def on_link(ext_address: ipaddress.IPv4Interface, peer: ipaddress.IPv4Address) -> bool:
+    """True when `peer` is in the connected subnet of our external address (L2 adjacent)."""
+    return peer in ext_address.network

@@ -1,0 +1,44 @@
+"""udp: TUN `flannel0`, inner IP packets carried as UDP payload (port 8285), no extra header.
+
+Wire-compatible with flanneld's udp backend. Containers get the underlay MTU minus 28
+(outer IPv4 20 + UDP 8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyflannel.backend.netlink import Route
+from pyflannel.backend.pump import PumpSpec
+from pyflannel.backend.userspace import TunBackend
+from pyflannel.subnet.lease import Lease, LeaseAttrs
+
+
+class UdpBackend(TunBackend):
+    type = "udp"
+    mode = "udp"
+    device = "flannel0"
+    overhead = 28
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.port: int = self.config.backend.options["Port"]
+
+    def prepare(self) -> LeaseAttrs:
+        self.ensure_tun()
+        return self.lease_attrs()
+
+    def install_routes(self, lease: Lease) -> None:
+        # One route for the whole Network; our own subnet is more specific (docker0) and wins.
+        self.kernel.route_replace(Route(self.config.network, None, self.index, onlink=False))
+
+    def pump_spec(self, lease: Lease) -> PumpSpec:
+        return PumpSpec(
+            mode="udp",
+            tun_name=self.device,
+            network=str(self.config.network),
+            subnet_len=self.config.subnet_len,
+            bind_ip=str(self.ext.iface_addr),
+            port=self.port,
+            tunnel_ip=str(lease.subnet.network_address),
+        )

@@ -1,0 +1,176 @@
+"""Parent side of the userspace data paths (udp, ipip fallback): TUN device + pump process.
+
+The TUN device is created persistent through pyroute2, so it (with its address and routes)
+survives an agent restart; the pump process attaches to it. A pump that dies takes the agent
+down with it (`DataPathError`): systemd restarts the agent, which is better than a node that
+looks healthy and forwards nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import multiprocessing
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from pyflannel.backend.base import Backend
+from pyflannel.backend.pump import Mode, PumpSpec, serve
+from pyflannel.errors import DataPathError, FlannelError
+from pyflannel.subnet.lease import Lease
+
+log = logging.getLogger(__name__)
+
+PUMP_START_TIMEOUT = 15.0
+CONTROL_TIMEOUT = 5.0
+
+
+class TunBackend(Backend):
+    """Common parts of udp and userspace ipip: device, pump process, peer table."""
+
+    mode: Mode
+    device: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.index = 0
+        self.peers: dict[ipaddress.IPv4Network, Lease] = {}
+        self._process: BaseProcess | None = None
+        self._control: Connection | None = None
+
+    # -- device and pump ----------------------------------------------------------------------
+
+    def ensure_tun(self) -> None:
+        index = self.kernel.link_index(self.device)
+        if index is not None and self.kernel.link_kind(index) != "tun":
+            log.warning("%s exists but is not a TUN device; recreating it", self.device)
+            self.kernel.delete_link(self.device)
+            index = None
+        if index is None:
+            self.kernel.ipr.link(
+                "add", ifname=self.device, kind="tuntap", mode="tun", ifr={"no_pi": True}
+            )
+            index = self.kernel.link_index(self.device)
+            if index is None:
+                raise FlannelError(f"{self.type}: could not create TUN device {self.device}")
+            log.info("created TUN device %s", self.device)
+        self.index = index
+        self.kernel.set_up(index, mtu=self.mtu())
+
+    def pump_spec(self, lease: Lease) -> PumpSpec:
+        raise NotImplementedError
+
+    def start_pump(self, lease: Lease) -> None:
+        self.stop_pump()
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=serve, args=(self.pump_spec(lease), child), name=f"pump-{self.device}"
+        )
+        process.daemon = True
+        process.start()
+        child.close()
+        if not parent.poll(PUMP_START_TIMEOUT):
+            process.kill()
+            raise DataPathError(
+                f"{self.type}: packet pump did not start within {PUMP_START_TIMEOUT} s"
+            )
+        kind, detail = parent.recv()
+        if kind != "ready":
+            process.join(1)
+            raise DataPathError(f"{self.type}: packet pump failed to start: {detail}")
+        self._process, self._control = process, parent
+        log.info("%s packet pump running (pid %s)", self.type, process.pid)
+        self._push_peers()
+
+    def stop_pump(self) -> None:
+        if self._process is None or self._control is None:
+            return
+        try:
+            self._control.send(("stop", None))
+            if self._control.poll(CONTROL_TIMEOUT):
+                self._control.recv()
+        except (OSError, EOFError):
+            pass
+        self._process.join(CONTROL_TIMEOUT)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(1)
+        self._control.close()
+        self._process = self._control = None
+
+    def _request(self, kind: str, payload: Any = None) -> Any:
+        if self._process is None or self._control is None:
+            return None
+        if not self._process.is_alive():
+            raise DataPathError(
+                f"{self.type}: packet pump (pid {self._process.pid}) died with exit code "
+                f"{self._process.exitcode}"
+            )
+        try:
+            self._control.send((kind, payload))
+            if not self._control.poll(CONTROL_TIMEOUT):
+                raise DataPathError(f"{self.type}: packet pump stopped answering")
+            return self._control.recv()[1]
+        except (OSError, EOFError) as exc:
+            raise DataPathError(f"{self.type}: lost the packet pump: {exc}") from None
+
+    def _push_peers(self) -> None:
+        table = {str(subnet): str(lease.attrs.public_ip) for subnet, lease in self.peers.items()}
+        self._request("peers", table)
+
+    def pump_stats(self) -> dict[str, int]:
+        return dict(self._request("stats") or {})
+
+    # -- Backend interface --------------------------------------------------------------------
+
+    def activate(self, lease: Lease) -> None:
+        self.own_lease = lease
+        address = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
+        if self.kernel.ensure_address(self.index, address):
+            log.info("%s address set to %s", self.device, address)
+        self.install_routes(lease)
+        self.start_pump(lease)
+
+    def install_routes(self, lease: Lease) -> None:
+        """Routes that exist independently of peers (udp: the whole Network)."""
+
+    def apply_peer(self, lease: Lease) -> None:
+        if lease.attrs.backend_type != self.type:
+            log.warning(
+                "peer %s uses backend %s, not %s; not forwarding to it",
+                lease.subnet,
+                lease.attrs.backend_type,
+                self.type,
+            )
+            return
+        self.peers[lease.subnet] = lease
+        self._push_peers()
+
+    def remove_peer(self, lease: Lease) -> None:
+        if self.peers.pop(lease.subnet, None) is not None:
+            self._push_peers()
+
+    def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        if self.kernel.link_index(self.device) != self.index:
+            log.warning("%s is gone; recreating it", self.device)
+            self.ensure_tun()
+            self.repairs += 1
+            if self.own_lease is not None:
+                self.activate(self.own_lease)
+        elif self.own_lease is not None:
+            self.kernel.ensure_address(
+                self.index, ipaddress.IPv4Interface((self.own_lease.subnet.network_address, 32))
+            )
+            self.install_routes(self.own_lease)
+        wanted = {s: lease for s, lease in peers.items() if lease.attrs.backend_type == self.type}
+        if wanted != self.peers:
+            self.peers = dict(wanted)
+            self.repairs += 1
+        self._push_peers()
+
+    def close(self) -> None:
+        self.stop_pump()
+        super().close()

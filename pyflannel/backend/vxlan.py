@@ -1,0 +1,268 @@
+"""vxlan: kernel VXLAN device `flannel.<VNI>`, per peer neigh + fdb + onlink route.
+
+For a peer with subnet 10.5.19.0/24, public IP P and VTEP MAC M (published in its lease):
+    neigh  10.5.19.0 dev flannel.1 lladdr M PERMANENT
+    fdb    M dev flannel.1 dst P self permanent
+    route  10.5.19.0/24 via 10.5.19.0 dev flannel.1 onlink
+With DirectRouting, a peer on our L2 segment gets a host-gw route instead. The device (and so
+its MAC) is kept across agent restarts; when it vanishes it is recreated with the same MAC, so
+peers need no update.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyflannel.backend.base import Backend
+from pyflannel.backend.hostgw import DirectRoutes
+from pyflannel.backend.netlink import FdbEntry, Neighbour, Route
+from pyflannel.errors import FlannelError
+from pyflannel.subnet.lease import Lease, LeaseAttrs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8472  # Linux's vxlan port (flannel's default), not IANA's 4789
+OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class VxlanPeer:
+    subnet: ipaddress.IPv4Network
+    vtep_ip: ipaddress.IPv4Address
+    mac: str
+    public_ip: ipaddress.IPv4Address
+
+
+class VxlanBackend(Backend):
+    type = "vxlan"
+    overhead = OVERHEAD
+
+    def __init__(self, *args: Any, disable_tx_checksum: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.config.backend.options
+        self.vni: int = options["VNI"]
+        self.port: int = options["Port"] or DEFAULT_PORT
+        self.direct_routing: bool = options["DirectRouting"]
+        self.learning: bool = options["Learning"]
+        self.gbp: bool = options["GBP"]
+        self.device = f"flannel.{self.vni}"
+        self.disable_tx_checksum = disable_tx_checksum
+        self.index = 0
+        self.mac = ""
+        self.direct = DirectRoutes(self.kernel, self)
+        self.applied: dict[ipaddress.IPv4Network, VxlanPeer | None] = {}  # None: direct route
+
+    def mtu(self) -> int:
+        underlay = self.config.backend.options["MTU"] or self.ext.mtu
+        return int(underlay) - OVERHEAD
+
+    # -- device -------------------------------------------------------------------------------
+
+    def prepare(self) -> LeaseAttrs:
+        self._ensure_device()
+        return LeaseAttrs(
+            public_ip=self.ext.public_ip,
+            backend_type=self.type,
+            backend_data={"VNI": self.vni, "VtepMAC": self.mac},
+        )
+
+    def _ensure_device(self, mac: str | None = None) -> None:
+        index = self.kernel.link_index(self.device)
+        if index is not None and not self._device_matches(index):
+            log.warning("%s exists with other VNI/local/port settings; recreating it", self.device)
+            self.kernel.delete_link(self.device)
+            index = None
+        if index is None:
+            self._create_device(mac)
+            index = self.kernel.link_index(self.device)
+            if index is None:
+                raise FlannelError(f"vxlan: {self.device} vanished right after creation")
+        else:
+            log.info("adopting existing %s", self.device)
+        self.index = index
+        self.mac = str(self.kernel.link(index).get_attr("IFLA_ADDRESS")).lower()
+        self.kernel.set_up(index, mtu=self.mtu())
+        if self.disable_tx_checksum:
+            self._disable_tx_checksum()
+
+    def _device_matches(self, index: int) -> bool:
+        if self.kernel.link_kind(index) != "vxlan":
+            return False
+        data = self.kernel.link(index).get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+        if data is None:
+            return False
+        return (
+            data.get_attr("IFLA_VXLAN_ID") == self.vni
+            and data.get_attr("IFLA_VXLAN_LOCAL") == str(self.ext.iface_addr)
+            and data.get_attr("IFLA_VXLAN_PORT") == self.port
+        )
+
+    def _create_device(self, mac: str | None) -> None:
+        kwargs: dict[str, Any] = {
+            "ifname": self.device,
+            "kind": "vxlan",
+            "vxlan_id": self.vni,
+            "vxlan_local": str(self.ext.iface_addr),
+            "vxlan_port": self.port,
+            "vxlan_learning": 1 if self.learning else 0,
+            "vxlan_link": self.ext.index,
+        }
+        if self.gbp:
+            kwargs["vxlan_gbp"] = True
+        if mac:
+            kwargs["address"] = mac
+        try:
+            self.kernel.ipr.link("add", **kwargs)
+        except Exception as exc:
+            raise FlannelError(
+                f"vxlan: cannot create {self.device} (VNI {self.vni}, port {self.port}): {exc}; "
+                "is the vxlan kernel module available?"
+            ) from None
+        log.info(
+            "created %s (VNI %d, local %s, port %d)",
+            self.device,
+            self.vni,
+            self.ext.iface_addr,
+            self.port,
+        )
+
+    def _disable_tx_checksum(self) -> None:
+        # What flannel users do by hand: `ethtool -K flannel.1 tx-checksum-ip-generic off`.
+        from pyroute2.ethtool import Ethtool
+
+        ethtool = Ethtool()
+        try:
+            features = ethtool.get_features(self.device)
+            feature = features.features.get("tx-checksum-ip-generic")
+            if feature is not None and feature.enable:
+                feature.enable = False
+                ethtool.set_features(self.device, features)
+                log.info("turned off tx-checksum-ip-generic on %s", self.device)
+        finally:
+            ethtool.close()
+
+    def activate(self, lease: Lease) -> None:
+        self.own_lease = lease
+        vtep = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
+        if self.kernel.ensure_address(self.index, vtep):
+            log.info("%s address set to %s", self.device, vtep)
+
+    # -- peers --------------------------------------------------------------------------------
+
+    def _peer(self, lease: Lease) -> VxlanPeer | None:
+        data = lease.attrs.backend_data or {}
+        mac = str(data.get("VtepMAC", "")).lower()
+        if lease.attrs.backend_type != self.type or not _MAC_RE.match(mac):
+            log.warning(
+                "peer %s (%s) has backend %s with VtepMAC %r; not a vxlan peer, skipped",
+                lease.subnet,
+                lease.attrs.public_ip,
+                lease.attrs.backend_type,
+                data.get("VtepMAC"),
+            )
+            return None
+        if data.get("VNI", self.vni) != self.vni:
+            log.warning("peer %s uses VNI %s, we use %d", lease.subnet, data.get("VNI"), self.vni)
+        return VxlanPeer(lease.subnet, lease.subnet.network_address, mac, lease.attrs.public_ip)
+
+    def _entries(self, peer: VxlanPeer) -> tuple[Neighbour, FdbEntry, Route]:
+        return (
+            Neighbour(peer.vtep_ip, peer.mac, self.index),
+            FdbEntry(peer.mac, peer.public_ip, self.index),
+            Route(peer.subnet, peer.vtep_ip, self.index, onlink=True),
+        )
+
+    def apply_peer(self, lease: Lease) -> None:
+        if self.direct_routing and self.direct.reachable(lease):
+            self._forget(lease.subnet)
+            if self.direct.apply(lease):
+                self.applied[lease.subnet] = None
+            return
+        peer = self._peer(lease)
+        if peer is None:
+            return
+        old = self.applied.get(lease.subnet)
+        if old is not None and old != peer:
+            self._remove_entries(old)  # a new VtepMAC or public IP replaces the old entries
+        elif old is None and lease.subnet in self.applied:
+            self.direct.remove(lease.subnet)
+        neigh, fdb, route = self._entries(peer)
+        self.kernel.neigh_replace(neigh)
+        self.kernel.fdb_replace(fdb)
+        self.kernel.route_replace(route)
+        self.applied[lease.subnet] = peer
+
+    def remove_peer(self, lease: Lease) -> None:
+        self._forget(lease.subnet)
+        self.direct.remove(lease.subnet)
+        peer = self._peer(lease) if lease.attrs.backend_type == self.type else None
+        if peer is not None:
+            self._remove_entries(peer)
+
+    def _forget(self, subnet: ipaddress.IPv4Network) -> None:
+        old = self.applied.pop(subnet, None)
+        if old is not None:
+            self._remove_entries(old)
+
+    def _remove_entries(self, peer: VxlanPeer) -> None:
+        neigh, fdb, route = self._entries(peer)
+        self.kernel.route_delete(route)
+        self.kernel.neigh_delete(neigh)
+        self.kernel.fdb_delete(fdb)
+
+    # -- repair -------------------------------------------------------------------------------
+
+    def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        if self.kernel.link_index(self.device) != self.index or self.index == 0:
+            log.warning("%s is gone; recreating it with MAC %s", self.device, self.mac)
+            self._ensure_device(self.mac or None)
+            self.repairs += 1
+            if self.own_lease is not None:
+                self.activate(self.own_lease)
+            self.applied.clear()
+        elif self.own_lease is not None:
+            self.activate(self.own_lease)
+
+        direct: dict[ipaddress.IPv4Network, Lease] = {}
+        wanted: dict[ipaddress.IPv4Network, VxlanPeer] = {}
+        for subnet, lease in peers.items():
+            if self.direct_routing and self.direct.reachable(lease):
+                direct[subnet] = lease
+            elif (peer := self._peer(lease)) is not None:
+                wanted[subnet] = peer
+        self.repairs += self.direct.sync(direct)
+
+        want_neigh = {n for p in wanted.values() for n in [self._entries(p)[0]]}
+        want_fdb = {f for p in wanted.values() for f in [self._entries(p)[1]]}
+        want_route = {r.dst: r for p in wanted.values() for r in [self._entries(p)[2]]}
+        for neigh in set(self.kernel.neighbours(self.index)) - want_neigh:
+            self.kernel.neigh_delete(neigh)
+            self.repairs += 1
+        for fdb in set(self.kernel.fdb_entries(self.index)) - want_fdb:
+            self.kernel.fdb_delete(fdb)
+            self.repairs += 1
+        current_routes = {r.dst: r for r in self.kernel.routes(self.config.network, oif=self.index)}
+        for dst, route in current_routes.items():
+            if dst not in want_route:
+                self.kernel.route_delete(route)
+                self.repairs += 1
+        present_neigh = set(self.kernel.neighbours(self.index))
+        present_fdb = set(self.kernel.fdb_entries(self.index))
+        for subnet, peer in wanted.items():
+            neigh, fdb, route = self._entries(peer)
+            if neigh not in present_neigh:
+                self.kernel.neigh_replace(neigh)
+                self.repairs += 1
+            if fdb not in present_fdb:
+                self.kernel.fdb_replace(fdb)
+                self.repairs += 1
+            if current_routes.get(subnet) != route:
+                self.kernel.route_replace(route)
+                self.repairs += 1
+        self.applied = {**{s: None for s in direct}, **wanted}

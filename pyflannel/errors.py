@@ -1,0 +1,49 @@
+"""Exceptions shared by the agent's layers.
+
+Every message is meant to be printed as one line to an operator: it names what is wrong
+and, where there is one, what to do about it.
+"""
+
+
+class FlannelError(Exception):
+    """Base class of every error the agent reports to the operator."""
+
+
+class ConfigError(FlannelError):
+    """The network config in etcd is missing or invalid."""
+
+
+class ConfigMissingError(ConfigError):
+    """The config key does not exist (yet)."""
+
+
+class UsageError(FlannelError):
+    """A command-line flag or environment variable is invalid."""
+
+
+class StoreError(FlannelError):
+    """etcd answered with an error."""
+
+
+class StoreUnavailableError(StoreError):
+    """No etcd endpoint could be reached within the timeout."""
+
+
+class CompactedError(StoreError):
+    """A watch asked for a revision that etcd has already compacted."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"etcd revision compacted up to {compact_revision}")
+        self.compact_revision = compact_revision
+
+
+class OutOfSubnetsError(FlannelError):
+    """Every subnet between SubnetMin and SubnetMax is leased or reserved."""
+
+
+class DataPathError(FlannelError):
+    """A data path worker (packet pump) died; the agent exits so that systemd restarts it."""
+
+
+class InterfaceError(FlannelError):
+    """No usable external interface or public IP could be determined."""

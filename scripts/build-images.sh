@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Build the local Docker images the test rig needs; images cannot be pulled here.
+#   pyflannel-node:bookworm  systemd node (debootstrap rootfs, docker import)
+#   busybox:local            busybox for containers run inside nodes, also saved as
+#                            build/images/busybox-local.tar for air-gapped loading
+# Present images are reused; --force rebuilds both. Needs root and a running dockerd
+# (scripts/ensure-dockerd.sh).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD="$REPO/build"
+NODE_IMAGE=pyflannel-node:bookworm
+BUSYBOX_IMAGE=busybox:local
+BUSYBOX_ARCHIVE="$BUILD/images/busybox-local.tar"
+SUITE=bookworm
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,iproute2,iptables,iputils-ping
+PACKAGES+=,docker.io,etcd-server,etcd-client,busybox-static,procps,ca-certificates,sudo,kmod
+# Installed but left off at boot: the provisioner's roles configure and start them.
+DISABLE_UNITS=(etcd.service docker.service docker.socket containerd.service)
+# Masked because a node container shares the host kernel and has no console:
+# - getty.target: a detached container has no console to log in on (pulls console-getty).
+# - systemd-modules-load: with CAP_SYS_MODULE it would load modules into the host kernel.
+# - sys-kernel-debug/tracing mounts: debugfs/tracefs in a node would expose host-wide,
+#   writable kernel tracing; nothing on a node needs them.
+# - udev and systemd-resolved units: not installed today, masked so that a package a role
+#   installs later cannot bring in udev (fails on a container's /sys) or take over the
+#   resolv.conf Docker bind-mounts.
+MASK_UNITS=(
+    getty.target systemd-modules-load.service sys-kernel-debug.mount sys-kernel-tracing.mount
+    systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket
+    systemd-udev-trigger.service systemd-udev-settle.service systemd-resolved.service
+)
+
+FORCE=0
+APT_UPDATED=0
+
+die() { echo "build-images: $*" >&2; exit 1; }
+log() { echo "build-images: $*"; }
+
+usage() {
+    echo "usage: $0 [--force]   (--force rebuilds images that already exist)"
+}
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --force) FORCE=1 ;;
+            -h | --help) usage; exit 0 ;;
+            *) usage >&2; die "unknown argument '$1'" ;;
+        esac
+        shift
+    done
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$APT_UPDATED" = 0 ]; then
+        apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+image_size() { docker image inspect -f '{{.Size}}' "$1" | numfmt --to=iec; }
+
+# Print "URI SUITE" for every deb entry of the machine's apt sources, one-line
+# (sources.list, *.list) and deb822 (*.sources) formats alike.
+apt_source_entries() {
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
+            awk '$1 == "deb" && NF >= 3 { print $2, $3 }'
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk '
+            function flush(   i, j, nu, ns, u, s) {
+                if (types ~ /(^| )deb( |$)/ && enabled != "no") {
+                    nu = split(uris, u, " "); ns = split(suites, s, " ")
+                    for (i = 1; i <= nu; i++) for (j = 1; j <= ns; j++) print u[i], s[j]
+                }
+                types = uris = suites = enabled = ""
+            }
+            /^[ \t]*#/ { next }
+            /^[ \t]*$/ { flush(); next }
+            {
+                key = tolower($1); sub(/:$/, "", key); $1 = ""; val = $0
+                gsub(/^[ \t]+|[ \t]+$/, "", val)
+                if (key == "types") types = val
+                else if (key == "uris") uris = val
+                else if (key == "suites") suites = val
+                else if (key == "enabled") enabled = tolower(val)
+            }
+            END { flush() }
+        ' "$f"
+    done
+}
+
+# The Debian mirror to debootstrap from: an entry for $SUITE itself, else any entry
+# for a Debian release suite (the same mirror serves $SUITE).
+find_mirror() {
+    local entries mirror
+    entries=$(apt_source_entries)
+    mirror=$(awk -v s="$SUITE" '$2 == s { print $1; exit }' <<<"$entries")
+    if [ -z "$mirror" ]; then
+        mirror=$(awk '$2 ~ /^(bullseye|bookworm|trixie|forky|sid|stable|testing|unstable)$/ {
+            print $1; exit }' <<<"$entries")
+    fi
+    [ -n "$mirror" ] || die "no Debian mirror in /etc/apt/sources.list or" \
+        "/etc/apt/sources.list.d/*.{list,sources}; add a 'deb <mirror> $SUITE main' entry"
+    echo "${mirror%/}"
+}
+
+# Unmount anything left below a directory (an interrupted debootstrap leaves proc/sys
+# mounted) before deleting it, so rm never walks into a kernel filesystem.
+unmount_below() {
+    local mnt
+    while read -r mnt; do
+        [ -n "$mnt" ] && umount -l "$mnt"
+    done < <(awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r)
+}
+
+remove_tree() {
+    [ -e "$1" ] || return 0
+    unmount_below "$1"
+    rm -rf --one-file-system "$1"
+}
+
+customize_rootfs() {
+    local rootfs=$1 unit
+    chroot "$rootfs" systemctl disable "${DISABLE_UNITS[@]}" >/dev/null 2>&1 || true
+    for unit in "${DISABLE_UNITS[@]}"; do
+        if chroot "$rootfs" systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+            die "could not disable $unit in the node rootfs"
+        fi
+    done
+    chroot "$rootfs" systemctl -q mask "${MASK_UNITS[@]}"
+    # Empty machine-id: systemd makes a fresh one in every container at boot.
+    : >"$rootfs/etc/machine-id"
+    rm -f "$rootfs/var/lib/dbus/machine-id"
+    ln -s /etc/machine-id "$rootfs/var/lib/dbus/machine-id"
+    # Keep the image small: package caches, lists and docs are of no use on a node.
+    chroot "$rootfs" apt-get clean
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
+        "$rootfs"/var/log/*.log "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
+        "$rootfs"/usr/share/locale/*
+}
+
+build_node_image() {
+    local rootfs="$BUILD/node-rootfs" cache="$BUILD/debootstrap-cache" mirror start
+    if [ "$FORCE" = 0 ] && image_exists "$NODE_IMAGE"; then
+        log "$NODE_IMAGE present, reused ($(image_size "$NODE_IMAGE"))"
+        return 0
+    fi
+    start=$SECONDS
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    mirror=$(find_mirror)
+    log "debootstrap $SUITE from $mirror"
+    remove_tree "$rootfs"
+    mkdir -p "$cache"
+    debootstrap --variant=minbase --include="$PACKAGES" --cache-dir="$cache" \
+        "$SUITE" "$rootfs" "$mirror" >"$BUILD/debootstrap.log" 2>&1 ||
+        { tail -n 20 "$BUILD/debootstrap.log" >&2; die "debootstrap failed; see $BUILD/debootstrap.log"; }
+    unmount_below "$rootfs"  # debootstrap should have, but a failed step may not
+    customize_rootfs "$rootfs"
+    # container=docker tells systemd it runs in a container before it probes. (docker
+    # import takes no STOPSIGNAL: run nodes with --stop-signal SIGRTMIN+3, systemd's halt.)
+    tar -C "$rootfs" --numeric-owner -c . | docker import \
+        -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' - "$NODE_IMAGE" >/dev/null
+    remove_tree "$rootfs"
+    log "$NODE_IMAGE built in $((SECONDS - start))s ($(image_size "$NODE_IMAGE"))"
+}
+
+# busybox-static's binary, copied out of the node image (no second download).
+extract_busybox() {
+    local dest=$1 cid
+    cid=$(docker create "$NODE_IMAGE" /bin/true)
+    docker cp -L "$cid:/bin/busybox" "$dest" || { docker rm "$cid" >/dev/null; return 1; }
+    docker rm "$cid" >/dev/null
+}
+
+build_busybox_image() {
+    local dir="$BUILD/busybox-root" start applet
+    mkdir -p "$(dirname "$BUSYBOX_ARCHIVE")"
+    if [ "$FORCE" = 0 ] && image_exists "$BUSYBOX_IMAGE"; then
+        log "$BUSYBOX_IMAGE present, reused ($(image_size "$BUSYBOX_IMAGE"))"
+    else
+        start=$SECONDS
+        remove_tree "$dir"
+        mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root"
+        chmod 1777 "$dir/tmp"
+        extract_busybox "$dir/bin/busybox"
+        for applet in $("$dir/bin/busybox" --list); do
+            [ "$applet" = busybox ] || ln -s busybox "$dir/bin/$applet"
+        done
+        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
+            >"$dir/etc/passwd"
+        printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
+        tar -C "$dir" --numeric-owner -c . |
+            docker import -c 'CMD ["/bin/sh"]' - "$BUSYBOX_IMAGE" >/dev/null
+        remove_tree "$dir"
+        rm -f "$BUSYBOX_ARCHIVE"
+        log "$BUSYBOX_IMAGE built in $((SECONDS - start))s ($(image_size "$BUSYBOX_IMAGE"))"
+    fi
+    if [ ! -s "$BUSYBOX_ARCHIVE" ]; then
+        docker save -o "$BUSYBOX_ARCHIVE.tmp" "$BUSYBOX_IMAGE"
+        mv "$BUSYBOX_ARCHIVE.tmp" "$BUSYBOX_ARCHIVE"
+    fi
+    log "$BUSYBOX_IMAGE archive: $BUSYBOX_ARCHIVE ($(du -h "$BUSYBOX_ARCHIVE" | cut -f1))"
+}
+
+main() {
+    parse_args "$@"
+    [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot); run as root"
+    docker info >/dev/null 2>&1 || die "docker does not answer; run scripts/ensure-dockerd.sh first"
+    mkdir -p "$BUILD"
+    # One build at a time: two runs would debootstrap into the same directory.
+    exec 9>"$BUILD/.build-images.lock"
+    flock 9
+    local start=$SECONDS
+    build_node_image
+    build_busybox_image
+    log "done in $((SECONDS - start))s"
+}
+
+main "$@"
