@@ -5,7 +5,7 @@
 #                            build/images/busybox-local.tar for air-gapped loading
 # Present images are reused; --force rebuilds both. Needs root and a running dockerd
 # (scripts/ensure-dockerd.sh).
-set -euo pipefail
+set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$REPO/build"
@@ -25,8 +25,11 @@ DISABLE_UNITS=(etcd.service docker.service docker.socket containerd.service)
 # - udev and systemd-resolved units: not installed today, masked so that a package a role
 #   installs later cannot bring in udev (fails on a container's /sys) or take over the
 #   resolv.conf Docker bind-mounts.
+# - apt-daily timers: would take the dpkg lock while the provisioner installs packages
+#   (and nodes have no route to a mirror); e2scrub: a node has no ext4 devices of its own.
 MASK_UNITS=(
     getty.target systemd-modules-load.service sys-kernel-debug.mount sys-kernel-tracing.mount
+    apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service
     systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket
     systemd-udev-trigger.service systemd-udev-settle.service systemd-resolved.service
 )
@@ -213,6 +216,7 @@ build_busybox_image() {
 }
 
 main() {
+    trap 'echo "build-images: failed: $BASH_COMMAND (line $LINENO)" >&2' ERR
     parse_args "$@"
     [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot); run as root"
     docker info >/dev/null 2>&1 || die "docker does not answer; run scripts/ensure-dockerd.sh first"

@@ -4,7 +4,7 @@
 # an air-gapped node would, and a busybox container run in each node. Everything it
 # creates carries the label pyflannel.smoke and is removed on exit, pass or fail.
 # Needs: scripts/ensure-dockerd.sh, then scripts/build-images.sh.
-set -euo pipefail
+set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_IMAGE=pyflannel-node:bookworm
@@ -46,14 +46,15 @@ phase_done() {
 volume_of() { echo "$1-docker"; }
 
 # Remove what this script creates, found by label so nothing else is touched.
+# Containers first (forced: nodes are running), then the volumes and network they used.
 cleanup() {
-    local ids
-    ids=$(docker ps -aq --filter "label=$LABEL")
-    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
-    ids=$(docker volume ls -q --filter "label=$LABEL")
-    [ -z "$ids" ] || docker volume rm $ids >/dev/null 2>&1 || true
-    ids=$(docker network ls -q --filter "label=$LABEL")
-    [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1 || true
+    local -a ids
+    mapfile -t ids < <(docker container ls -aq --filter "label=$LABEL")
+    [ "${#ids[@]}" = 0 ] || docker container rm -f "${ids[@]}" >/dev/null 2>&1 || true
+    mapfile -t ids < <(docker volume ls -q --filter "label=$LABEL")
+    [ "${#ids[@]}" = 0 ] || docker volume rm "${ids[@]}" >/dev/null 2>&1 || true
+    mapfile -t ids < <(docker network ls -q --filter "label=$LABEL")
+    [ "${#ids[@]}" = 0 ] || docker network rm "${ids[@]}" >/dev/null 2>&1 || true
 }
 
 on_exit() {
@@ -147,8 +148,9 @@ run_busybox() {
     local node=$1 out
     out=$(docker exec "$node" docker run --rm "$BUSYBOX_IMAGE" \
         sh -c 'gw=$(ip route | awk "/^default/ { print \$3 }");
-               ping -c 1 -W 2 "$gw" >/dev/null && echo "busybox ok, gateway $gw"')
-    [[ "$out" == "busybox ok"* ]] || die "$node: busybox container failed: $out"
+               ping -c 1 -W 2 "$gw" >/dev/null && echo "busybox ok, gateway $gw"') ||
+        die "$node: busybox container failed: ${out:-no output}"
+    [[ "$out" == "busybox ok"* ]] || die "$node: busybox container printed: $out"
     log "$node: $out"
 }
 
@@ -167,6 +169,7 @@ main() {
     preflight
     cleanup # leftovers of an interrupted run
     trap on_exit EXIT
+    trap 'echo "node-smoke: failed: $BASH_COMMAND (line $LINENO)" >&2' ERR
     trap 'exit 130' INT TERM
     local node
     start_nodes

@@ -202,6 +202,7 @@ class Kernel:
             lladdr=entry.mac,
             dst=str(entry.dst),
             state=NUD_PERMANENT,
+            flags=NTF_SELF,  # the vxlan device's own table ("self"), not a bridge master's
         )
 
     def fdb_delete(self, entry: FdbEntry) -> None:

@@ -1,0 +1,1 @@
+"""Subnet leasing: lease formats, the lease manager and the lease watch."""
