@@ -345,6 +345,8 @@ class Agent:
         try:
             self.backend.reconcile(self.peers)
             self.state.inc("pyflannel_reconcile_total")
+            for name, value in self.backend.metrics().items():
+                self.state.set(name, value)
         except DataPathError:
             raise
         except Exception:

@@ -66,6 +66,18 @@ apt_install() {
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# Import a tar stream from stdin as $1 (docker import with the remaining arguments);
+# a --force rebuild would otherwise leave the previous image behind untagged.
+import_image() {
+    local name=$1 old
+    shift
+    old=$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)
+    docker import "$@" - "$name" >/dev/null
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$name")" ]; then
+        docker image rm "$old" >/dev/null 2>&1 || true # still used by a container: keep it
+    fi
+}
+
 image_size() { docker image inspect -f '{{.Size}}' "$1" | numfmt --to=iec; }
 
 # Print "URI SUITE" for every deb entry of the machine's apt sources, one-line
@@ -143,6 +155,7 @@ customize_rootfs() {
     chroot "$rootfs" systemctl -q mask "${MASK_UNITS[@]}"
     # Empty machine-id: systemd makes a fresh one in every container at boot.
     : >"$rootfs/etc/machine-id"
+    mkdir -p "$rootfs/var/lib/dbus"
     rm -f "$rootfs/var/lib/dbus/machine-id"
     ln -s /etc/machine-id "$rootfs/var/lib/dbus/machine-id"
     # Keep the image small: package caches, lists and docs are of no use on a node.
@@ -171,8 +184,8 @@ build_node_image() {
     customize_rootfs "$rootfs"
     # container=docker tells systemd it runs in a container before it probes. (docker
     # import takes no STOPSIGNAL: run nodes with --stop-signal SIGRTMIN+3, systemd's halt.)
-    tar -C "$rootfs" --numeric-owner -c . | docker import \
-        -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' - "$NODE_IMAGE" >/dev/null
+    tar -C "$rootfs" --numeric-owner -c . |
+        import_image "$NODE_IMAGE" -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker'
     remove_tree "$rootfs"
     log "$NODE_IMAGE built in $((SECONDS - start))s ($(image_size "$NODE_IMAGE"))"
 }
@@ -202,8 +215,7 @@ build_busybox_image() {
         printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
             >"$dir/etc/passwd"
         printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
-        tar -C "$dir" --numeric-owner -c . |
-            docker import -c 'CMD ["/bin/sh"]' - "$BUSYBOX_IMAGE" >/dev/null
+        tar -C "$dir" --numeric-owner -c . | import_image "$BUSYBOX_IMAGE" -c 'CMD ["/bin/sh"]'
         remove_tree "$dir"
         rm -f "$BUSYBOX_ARCHIVE"
         log "$BUSYBOX_IMAGE built in $((SECONDS - start))s ($(image_size "$BUSYBOX_IMAGE"))"

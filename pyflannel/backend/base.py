@@ -62,6 +62,10 @@ class Backend(ABC):
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
         """Make the kernel match exactly `peers`: re-add what is missing, drop leftovers."""
 
+    def metrics(self) -> dict[str, float]:
+        """Backend counters for /metrics, read by the main loop (the kernel's single owner)."""
+        return {"pyflannel_backend_repairs_total": float(self.repairs)}
+
     def close(self) -> None:
         """Stop helper threads and close the netlink socket; kernel state stays."""
         self.kernel.close()

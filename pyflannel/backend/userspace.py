@@ -124,6 +124,12 @@ class TunBackend(Backend):
     def pump_stats(self) -> dict[str, int]:
         return dict(self._request("stats") or {})
 
+    def metrics(self) -> dict[str, float]:
+        values = super().metrics()
+        for name, value in self.pump_stats().items():
+            values[f"pyflannel_pump_{name}_total"] = float(value)
+        return values
+
     # -- Backend interface --------------------------------------------------------------------
 
     def activate(self, lease: Lease) -> None:
