@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyflannel.config import parse_config  # noqa: E402
-from pyflannel.subnet.lease import LeaseAttrs  # noqa: E402
-from pyflannel.subnet.manager import SubnetManager  # noqa: E402
-from pyflannel.subnet.watch import LeaseEvent, LeaseWatcher  # noqa: E402
-from tests.etcd_harness import make_store, start_server  # noqa: E402
+from pyflannel.config import parse_config
+from pyflannel.subnet.lease import LeaseAttrs
+from pyflannel.subnet.manager import SubnetManager
+from pyflannel.subnet.watch import LeaseEvent, LeaseWatcher
+from tests.etcd_harness import make_store, start_server
 
 PREFIX = "/coreos.com/network"
 CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'

@@ -584,8 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
         "show",
         cmd_config_show,
         "print the config",
-        "Print the config as stored in etcd. A stored config the agents would refuse is still "
-        "printed, with the reason on stderr.",
+        description=(
+            "Print the config as stored in etcd. A stored config the agents would refuse is still "
+            "printed, with the reason on stderr."
+        ),
     )
     show.add_argument(
         "--effective",
@@ -597,10 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
         "set",
         cmd_config_set,
         "validate and write the config",
-        "Validate the config and write it to etcd. An invalid config is refused with the "
-        "field at fault and nothing is written; unknown keys are written but warned about. "
-        "A config semantically equal to the stored one is not written again. Agents read the "
-        "config when they start: restart them after changing it.",
+        description=(
+            "Validate the config and write it to etcd. An invalid config is refused with the "
+            "field at fault and nothing is written; unknown keys are written but warned about. "
+            "A config semantically equal to the stored one is not written again. Agents read the "
+            "config when they start: restart them after changing it."
+        ),
         epilog=(
             "examples:\n"
             f"  {PROG} config set '{EXAMPLE_CONFIG}'\n"
@@ -617,8 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         cmd_config_validate,
         "validate a config without touching etcd",
-        "Validate a config as the agents would and print it with defaults filled in. "
-        "Does not contact etcd.",
+        description=(
+            "Validate a config as the agents would and print it with defaults filled in. "
+            "Does not contact etcd."
+        ),
     )
     _config_source(validate)
 
@@ -636,17 +642,21 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         cmd_leases_list,
         "list leases and reservations",
-        "List every lease and reservation, sorted by subnet. EXPIRES is the time left on the "
-        "etcd lease, or 'reserved'; VTEP-MAC is the vxlan device address of the node.",
+        description=(
+            "List every lease and reservation, sorted by subnet. EXPIRES is the time left on the "
+            "etcd lease, or 'reserved'; VTEP-MAC is the vxlan device address of the node."
+        ),
     )
     reserve = _leaf(
         lease_cmds,
         "reserve",
         cmd_leases_reserve,
         "reserve a subnet for a node",
-        "Reserve SUBNET for the node with PUBLIC_IP: the key gets no expiry, and the node's "
-        "agent takes this subnet whenever it starts. A lease the node already holds on SUBNET "
-        "becomes a reservation; a subnet held by another node is refused.",
+        description=(
+            "Reserve SUBNET for the node with PUBLIC_IP: the key gets no expiry, and the node's "
+            "agent takes this subnet whenever it starts. A lease the node already holds on SUBNET "
+            "becomes a reservation; a subnet held by another node is refused."
+        ),
         epilog=f"example:\n  {PROG} leases reserve 10.5.3.0/24 192.0.2.10",
     )
     reserve.add_argument("subnet", metavar="SUBNET", help="e.g. 10.5.3.0/24 (or 10.5.3.0-24)")
@@ -656,8 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
         "release",
         cmd_leases_release,
         "delete a lease or reservation",
-        "Delete the lease or reservation of SUBNET. A node whose agent still runs loses its "
-        "subnet and claims one again.",
+        description=(
+            "Delete the lease or reservation of SUBNET. A node whose agent still runs loses its "
+            "subnet and claims one again."
+        ),
         epilog=f"example:\n  {PROG} leases release 10.5.3.0/24 --public-ip 192.0.2.10",
     )
     release.add_argument("subnet", metavar="SUBNET", help="e.g. 10.5.3.0/24 (or 10.5.3.0-24)")
@@ -668,7 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignore-missing", action="store_true", help="exit 0 when there is nothing to release"
     )
 
-    version = _leaf(commands, "version", cmd_version, "print the version", "Print the version.")
+    version = _leaf(
+        commands, "version", cmd_version, "print the version", description="Print the version."
+    )
 
     for leaf in (show, setter, validate, listing, reserve, release, version):
         _add_common(leaf, top=False)

@@ -80,8 +80,11 @@ class LeaseAttrs:
             raise ValueError(f"lease value is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError("lease value is not a JSON object")
+        raw_ip = data.get("PublicIP")
         try:
-            public_ip = ipaddress.IPv4Address(data.get("PublicIP"))
+            if not isinstance(raw_ip, str):  # ipaddress would accept an int
+                raise ValueError
+            public_ip = ipaddress.IPv4Address(raw_ip)
         except ValueError:
             raise ValueError(f"lease PublicIP {data.get('PublicIP')!r} is not IPv4") from None
         backend_data = data.get("BackendData")

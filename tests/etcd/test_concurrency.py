@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
+
+import pytest
 
 from pyflannel.errors import OutOfSubnetsError
 from pyflannel.store import Store
@@ -94,10 +97,14 @@ def test_50_claimers_get_50_distinct_subnets(etcd_server: EtcdServer, store_for:
 
 
 def test_50_claimers_share_a_pool_of_exactly_50(
-    etcd_server: EtcdServer, store_for: StoreFor
+    etcd_server: EtcdServer, store_for: StoreFor, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="pyflannel.subnet.manager")
     got, errors = race(etcd_server, store_for, EXACTLY_50, 50)
     assert errors == {}
+    lost = sum("lost a race" in record.getMessage() for record in caplog.records)
+    print(f"\n50 claimers for 50 subnets: {lost} lost races retried")
+    assert lost > 0, "the claimers did not actually race"
     assert set(got.values()) == {IPv4Network(f"10.20.{n}.0/24") for n in range(1, 51)}
     check_consistent(etcd_server, got)
 

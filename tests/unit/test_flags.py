@@ -35,7 +35,7 @@ def test_field_names_are_the_interface_others_use() -> None:
         "etcd_username", "etcd_password", "etcd_timeout", "iface", "iface_regex",
         "iface_can_reach", "public_ip", "ip_masq", "subnet_file", "subnet_lease_renew_margin",
         "subnet_lease_ttl", "healthz_ip", "healthz_port", "iptables_resync",
-        "iptables_forward_rules", "verbosity", "logtostderr", "log_dir", "version", "help",
+        "iptables_forward_rules", "reconcile_interval", "vxlan_disable_tx_checksum", "verbosity", "logtostderr", "log_dir", "version", "help",
     ]  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         DaemonOptions().ip_masq = True  # type: ignore[misc]
@@ -300,3 +300,12 @@ def test_usage_lists_every_flag_with_default() -> None:
     assert "(default /coreos.com/network)" in line
     line = next(line for line in text.splitlines() if line.lstrip().startswith("--iptables-resync"))
     assert "(default 5)" in line
+
+
+def test_pyflannel_extension_flags() -> None:
+    options = parse("--reconcile-interval=2.5", "--vxlan-disable-tx-checksum")
+    assert options.reconcile_interval == 2.5
+    assert options.vxlan_disable_tx_checksum is True
+    assert parse().reconcile_interval == 10.0
+    with pytest.raises(UsageError, match="reconcile-interval"):
+        parse("--reconcile-interval=0")
