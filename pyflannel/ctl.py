@@ -221,7 +221,10 @@ def _read_config_input(args: argparse.Namespace) -> str:
     if args.file is None:
         raise UsageError(f"no config given; pass it as an argument ('{EXAMPLE_CONFIG}') or -f FILE")
     if args.file == "-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError:
+            raise UsageError("-f -: standard input is not UTF-8 text") from None
     try:
         with open(args.file, encoding="utf-8") as handle:
             return handle.read()
@@ -516,6 +519,15 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose to the terminal but keeps multi-line text (the examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as UsageError instead of printing usage and exiting."""
 
@@ -537,7 +549,7 @@ def _leaf(
         help=summary,
         description=description,
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.set_defaults(handler=handler)
     return parser
@@ -567,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} leases reserve 10.5.3.0/24 192.0.2.10\n"
             f"  set -a; . /etc/flannel/options.env; {PROG} -o json leases list"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} (pyflannel) {__version__}")
     _add_common(parser, top=True)
@@ -576,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser(
         "config",
         help="show, validate or write the network config",
+        formatter_class=_HelpFormatter,
         description=f"The network config: the JSON in <prefix>/config ({DEFAULT_PREFIX}/config).",
     )
     config_cmds = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -631,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     leases = commands.add_parser(
         "leases",
         help="list, reserve or release subnet leases",
+        formatter_class=_HelpFormatter,
         description=(
             "Subnet leases under <prefix>/subnets/. A lease carries an etcd lease and expires "
             "unless its agent renews it; a reservation has none and stays until released."

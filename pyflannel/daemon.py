@@ -24,6 +24,7 @@ from types import FrameType
 from pyflannel import __version__
 from pyflannel.backend import create_backend
 from pyflannel.backend.base import Backend
+from pyflannel.backend.cleanup import remove_stale_state
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import (
     ConfigError,
@@ -142,8 +143,16 @@ class Agent:
         if config.backend.type == "vxlan":
             backend_options["disable_tx_checksum"] = self.opts.vxlan_disable_tx_checksum
         self.backend = create_backend(config, ext, **backend_options)
+        previous_env = self._previous_env()
+        remove_stale_state(
+            self.backend.kernel,
+            keep_device=self.backend.device,
+            ext_index=ext.index,
+            networks=[config.network] + ([previous_env.network] if previous_env else []),
+            keep_direct_routes_in=config.network if self.backend.routes_via_external() else None,
+        )
         self.attrs = self.backend.prepare()
-        previous = self._previous_subnet(config)
+        previous = previous_env.subnet.network if previous_env else None
         lease = self._acquire(manager, config, self.attrs, previous)
         if lease is None:
             return 0
@@ -244,15 +253,13 @@ class Agent:
         self.state.info["subnet"] = str(lease.subnet)
         self.state.set("pyflannel_lease_expires_in_seconds", float(lease.expires_in or 0))
 
-    def _previous_subnet(self, config: NetworkConfig) -> ipaddress.IPv4Network | None:
+    def _previous_env(self) -> SubnetEnv | None:
+        """The subnet file of the previous run: its subnet is preferred, its Network cleaned."""
         try:
-            env = load_subnet_env(self.opts.subnet_file)
+            return load_subnet_env(self.opts.subnet_file)
         except (OSError, ValueError) as exc:
             log.warning("ignoring old subnet file %s: %s", self.opts.subnet_file, exc)
             return None
-        if env is None:
-            return None
-        return env.subnet.network
 
     def _write_subnet_env(self, config: NetworkConfig, lease: Lease) -> None:
         assert self.backend is not None

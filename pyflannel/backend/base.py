@@ -23,6 +23,8 @@ from pyflannel.subnet.lease import Lease, LeaseAttrs
 
 class Backend(ABC):
     type: ClassVar[str]
+    # The device this backend owns (None: host-gw has none).
+    device: str | None = None
     # Bytes of encapsulation overhead subtracted from the underlay MTU.
     overhead: ClassVar[int] = 0
 
@@ -34,6 +36,10 @@ class Backend(ABC):
         self.kernel = kernel if kernel is not None else Kernel()
         self.own_lease: Lease | None = None
         self.repairs = 0  # kernel entries put back by reconcile (a metric)
+
+    def routes_via_external(self) -> bool:
+        """True when peers may be routed straight through the external interface."""
+        return bool(self.config.backend.options.get("DirectRouting", False))
 
     def mtu(self) -> int:
         """The MTU containers get (FLANNEL_MTU): the underlay MTU minus our overhead."""

@@ -85,6 +85,9 @@ class HostGwBackend(Backend):
         super().__init__(*args, **kwargs)
         self.direct = DirectRoutes(self.kernel, self)
 
+    def routes_via_external(self) -> bool:
+        return True
+
     def prepare(self) -> LeaseAttrs:
         if self.ext.public_ip != self.ext.iface_addr:
             raise FlannelError(

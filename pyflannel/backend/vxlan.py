@@ -51,7 +51,8 @@ class VxlanBackend(Backend):
         self.direct_routing: bool = options["DirectRouting"]
         self.learning: bool = options["Learning"]
         self.gbp: bool = options["GBP"]
-        self.device = f"flannel.{self.vni}"
+        self.ifname = f"flannel.{self.vni}"
+        self.device = self.ifname
         self.disable_tx_checksum = disable_tx_checksum
         self.index = 0
         self.mac = ""
@@ -73,18 +74,18 @@ class VxlanBackend(Backend):
         )
 
     def _ensure_device(self, mac: str | None = None) -> None:
-        index = self.kernel.link_index(self.device)
+        index = self.kernel.link_index(self.ifname)
         if index is not None and not self._device_matches(index):
-            log.warning("%s exists with other VNI/local/port settings; recreating it", self.device)
-            self.kernel.delete_link(self.device)
+            log.warning("%s exists with other VNI/local/port settings; recreating it", self.ifname)
+            self.kernel.delete_link(self.ifname)
             index = None
         if index is None:
             self._create_device(mac)
-            index = self.kernel.link_index(self.device)
+            index = self.kernel.link_index(self.ifname)
             if index is None:
-                raise FlannelError(f"vxlan: {self.device} vanished right after creation")
+                raise FlannelError(f"vxlan: {self.ifname} vanished right after creation")
         else:
-            log.info("adopting existing %s", self.device)
+            log.info("adopting existing %s", self.ifname)
         self.index = index
         self.mac = str(self.kernel.link(index).get_attr("IFLA_ADDRESS")).lower()
         self.kernel.set_up(index, mtu=self.mtu())
@@ -105,7 +106,7 @@ class VxlanBackend(Backend):
 
     def _create_device(self, mac: str | None) -> None:
         kwargs: dict[str, Any] = {
-            "ifname": self.device,
+            "ifname": self.ifname,
             "kind": "vxlan",
             "vxlan_id": self.vni,
             "vxlan_local": str(self.ext.iface_addr),
@@ -121,12 +122,12 @@ class VxlanBackend(Backend):
             self.kernel.ipr.link("add", **kwargs)
         except Exception as exc:
             raise FlannelError(
-                f"vxlan: cannot create {self.device} (VNI {self.vni}, port {self.port}): {exc}; "
+                f"vxlan: cannot create {self.ifname} (VNI {self.vni}, port {self.port}): {exc}; "
                 "is the vxlan kernel module available?"
             ) from None
         log.info(
             "created %s (VNI %d, local %s, port %d)",
-            self.device,
+            self.ifname,
             self.vni,
             self.ext.iface_addr,
             self.port,
@@ -138,12 +139,12 @@ class VxlanBackend(Backend):
 
         ethtool = Ethtool()
         try:
-            features = ethtool.get_features(self.device)
+            features = ethtool.get_features(self.ifname)
             feature = features.features.get("tx-checksum-ip-generic")
             if feature is not None and feature.enable:
                 feature.enable = False
-                ethtool.set_features(self.device, features)
-                log.info("turned off tx-checksum-ip-generic on %s", self.device)
+                ethtool.set_features(self.ifname, features)
+                log.info("turned off tx-checksum-ip-generic on %s", self.ifname)
         finally:
             ethtool.close()
 
@@ -151,7 +152,7 @@ class VxlanBackend(Backend):
         self.own_lease = lease
         vtep = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
         if self.kernel.ensure_address(self.index, vtep):
-            log.info("%s address set to %s", self.device, vtep)
+            log.info("%s address set to %s", self.ifname, vtep)
 
     # -- peers --------------------------------------------------------------------------------
 
@@ -219,8 +220,8 @@ class VxlanBackend(Backend):
     # -- repair -------------------------------------------------------------------------------
 
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
-        if self.kernel.link_index(self.device) != self.index or self.index == 0:
-            log.warning("%s is gone; recreating it with MAC %s", self.device, self.mac)
+        if self.kernel.link_index(self.ifname) != self.index or self.index == 0:
+            log.warning("%s is gone; recreating it with MAC %s", self.ifname, self.mac)
             self._ensure_device(self.mac or None)
             self.repairs += 1
             if self.own_lease is not None:

@@ -1,0 +1,62 @@
+"""Remove what another backend (or an older Network) left in the kernel.
+
+Switching the backend on a running node is an etcd config change plus an agent restart; the new
+backend must not inherit the old one's devices and routes. Devices are ours by name (flannel's
+names); routes via the external interface are ours when they point into a flannel Network, the
+current one or the one recorded in the previous subnet.env.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+
+from pyflannel.backend.netlink import Kernel
+
+log = logging.getLogger(__name__)
+
+_FIXED_DEVICES = ("flannel0", "flannel.ipip")
+
+
+def flannel_devices(kernel: Kernel) -> list[str]:
+    names = []
+    for link in kernel.ipr.get_links():
+        name = str(link.get_attr("IFLA_IFNAME"))
+        if name in _FIXED_DEVICES or (
+            name.startswith("flannel.") and kernel.link_kind(link["index"]) == "vxlan"
+        ):
+            names.append(name)
+    return names
+
+
+def remove_stale_state(
+    kernel: Kernel,
+    *,
+    keep_device: str | None,
+    ext_index: int,
+    networks: Iterable[ipaddress.IPv4Network],
+    keep_direct_routes_in: ipaddress.IPv4Network | None,
+) -> list[str]:
+    """Delete other backends' devices and stale gateway routes on the external interface.
+
+    `keep_direct_routes_in`: the current Network when the current backend itself routes
+    through the external interface (host-gw, DirectRouting); its routes are then left to the
+    backend's own reconcile. Returns a description of what was removed.
+    """
+    removed = []
+    for name in flannel_devices(kernel):
+        if name != keep_device:
+            kernel.delete_link(name)
+            removed.append(f"device {name}")
+    for network in set(networks):
+        for route in kernel.routes(network, oif=ext_index):
+            if route.gateway is None:
+                continue
+            if keep_direct_routes_in is not None and route.dst.subnet_of(keep_direct_routes_in):
+                continue
+            kernel.route_delete(route)
+            removed.append(f"route {route.dst} via {route.gateway}")
+    for item in removed:
+        log.info("removed leftover %s (other backend or old Network)", item)
+    return removed
