@@ -232,6 +232,12 @@ def _parse_backend(value: Any, warnings: list[str]) -> BackendConfig:
         raise ConfigError(
             f'Backend: must be a JSON object like {{"Type":"vxlan"}}, got {json.dumps(value)}'
         )
+    if value and "Type" not in value:
+        # flannel defaults to udp only when "Backend" is absent altogether.
+        raise ConfigError(
+            'Backend.Type: missing; name the backend, e.g. "Backend":{"Type":"vxlan"}, or drop '
+            '"Backend" to get udp'
+        )
     backend_type = _typed(value, "Type", str, DEFAULT_BACKEND, "Backend.")
     if backend_type not in BACKEND_TYPES:
         hint = ""

@@ -10,13 +10,14 @@ so that every failure is one line on stderr prefixed "flannelctl: ".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -716,11 +717,22 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _configure_logging(debug: bool) -> None:
+@contextlib.contextmanager
+def _logging_to_stderr(debug: bool) -> Iterator[None]:
+    """Route pyflannel's log records (e.g. 'ignoring key ...') to stderr while a command runs.
+
+    Undone afterwards, so that main() can run inside another program (the tests) without
+    changing its logging.
+    """
+    handler = _StderrHandler()
+    level = log.level
+    log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.WARNING)
-    if not any(isinstance(handler, _StderrHandler) for handler in log.handlers):
-        log.addHandler(_StderrHandler())
-    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _fail(message: str, code: int) -> int:
@@ -729,15 +741,18 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    environ = os.environ if environ is None else environ
+    """Run one command; returns the exit code (0 ok, 1 error, 2 usage)."""
     try:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    debug = bool(args.debug)
-    _configure_logging(debug)
+    with _logging_to_stderr(bool(args.debug)):
+        return _run(args, os.environ if environ is None else environ)
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     ctx: Context | None = None
     try:
         options, prefix = connection(args, environ)
@@ -750,11 +765,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:
-        # stdout closed early (`| head`); silence the flush at exit as well.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
+        # The reader went away (`| head`); point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except Exception as exc:
-        if debug:
+        if args.debug:
             traceback.print_exc()
         detail = " ".join(str(exc).split()) or type(exc).__name__
         return _fail(f"unexpected error: {type(exc).__name__}: {detail} {DEBUG_HINT}", EXIT_ERROR)

@@ -206,15 +206,28 @@ class SubnetManager:
                 ):
                     continue
                 log.info("using reservation %s for %s", lease.subnet, attrs.public_ip)
+                self._drop_other_leases(mine, keep=lease)
                 return replace(lease, attrs=attrs)
             if not config.contains_subnet(lease.subnet):
                 log.info("deleting own lease %s: it no longer fits the config", lease.subnet)
-                self.store.delete(key, lease.mod_revision)
+                if self.store.delete(key, lease.mod_revision):
+                    self._revoke_quietly(lease.etcd_lease)
                 continue
             adopted = self._adopt(lease, attrs, key)
             if adopted is not None:
                 return adopted
         return None
+
+    def _drop_other_leases(self, mine: list[Lease], keep: Lease) -> None:
+        """One subnet per node: a reservation supersedes our ordinary leases."""
+        for other in mine:
+            if other.subnet != keep.subnet and not other.is_reservation:
+                key = subnet_key(self.prefix, other.subnet)
+                if self.store.delete(key, other.mod_revision):
+                    self._revoke_quietly(other.etcd_lease)
+                    log.info(
+                        "released %s: reservation %s takes its place", other.subnet, keep.subnet
+                    )
 
     def _adopt(self, lease: Lease, attrs: LeaseAttrs, key: str) -> Lease | None:
         """Take over our existing lease (after a restart), keeping its etcd lease if alive."""

@@ -253,6 +253,25 @@ def test_reservation_for_our_ip_is_used_and_stays_without_lease(
     assert kv is not None and kv["lease"] == 0
 
 
+def test_reservation_supersedes_our_ordinary_lease(
+    etcd_server: EtcdServer, store_for: StoreFor
+) -> None:
+    store = store_for(etcd_server)
+    mgr, config = manager(store)
+    attrs = vxlan(OUR_IP)
+    ordinary = mgr.acquire(config, attrs)
+    reserved = IPv4Network("10.5.201.0/24")
+    assert ordinary.subnet != reserved
+    store.put(key_of(reserved), LeaseAttrs(IPv4Address(OUR_IP), "vxlan").to_json())
+
+    lease = mgr.acquire(config, attrs)
+
+    # One subnet per node: the old lease is deleted and its etcd lease revoked.
+    assert lease.subnet == reserved
+    assert etcd_keys(etcd_server) == [key_of(reserved)]
+    assert etcd_lease_count(etcd_server) == 0
+
+
 def test_reservation_outside_subnet_min_max_is_still_honoured(
     etcd_server: EtcdServer, store_for: StoreFor
 ) -> None:

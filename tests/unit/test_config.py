@@ -327,10 +327,11 @@ def test_backend_defaults_to_udp_with_port_8285() -> None:
     assert dict(config.backend.options) == {"Port": 8285}
 
 
-def test_backend_without_type_is_udp() -> None:
-    config = cfg(Backend={"Port": 9000})
-    assert config.backend.type == "udp"
-    assert config.backend.get("Port") == 9000
+def test_backend_without_type_is_an_error_as_in_flannel() -> None:
+    # flannel falls back to udp only when "Backend" is absent; {"Port": 9000} has no Type.
+    with pytest.raises(ConfigError, match=r"^Backend\.Type: missing"):
+        cfg(Backend={"Port": 9000})
+    assert cfg(Backend={}).backend.type == "udp"
 
 
 def test_vxlan_defaults() -> None:

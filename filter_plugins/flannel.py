@@ -1,0 +1,190 @@
+"""Jinja filters with the flannel network arithmetic the roles' templates need.
+
+The rules come from the agent itself (`pyflannel`, imported from this repository: the
+controller deploys the agent from the same tree), so the provisioner and the agent cannot
+disagree: config validation is `pyflannel.config.config_from_dict`, MTU overheads are the
+backend classes' `overhead`, lease keys come from `pyflannel.subnet.lease`, subnet file values
+are parsed with `pyflannel.subnetenv`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
+
+# filter_plugins/ sits next to pyflannel/ in the repository.
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from pyflannel.config import BACKEND_TYPES, config_from_dict  # noqa: E402
+from pyflannel.errors import ConfigError  # noqa: E402
+from pyflannel.subnet.lease import subnet_key  # noqa: E402
+from pyflannel.subnetenv import cidr_parser, parse_ipmasq, parse_mtu  # noqa: E402
+
+DEFAULT_PREFIX = "/coreos.com/network"
+MIN_MTU = 68  # the IPv4 minimum
+
+# Config field (as in ConfigError messages) -> the inventory variable that sets it.
+_FIELD_VARIABLES = {
+    "Network": "flannel_network_cidr",
+    "SubnetLen": "flannel_network_subnet_len",
+    "SubnetMin": "flannel_network_subnet_min",
+    "SubnetMax": "flannel_network_subnet_max",
+    "Backend.Type": "flannel_network_backend",
+    "Backend": "flannel_network_backend_options",
+}
+_FIELD_RE = re.compile(r"^(Backend\.Type|Backend|Network|SubnetLen|SubnetMin|SubnetMax)\b")
+
+_display = Display()
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise AnsibleFilterError(f"{name}: must be a whole number, got {value!r}")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise AnsibleFilterError(f"{name}: must be a whole number, got {value!r}") from None
+
+
+def _network(value: Any, name: str) -> ipaddress.IPv4Network:
+    """A subnet from '10.5.1.0/24' (host bits allowed: FLANNEL_SUBNET's '10.5.1.1/24' works)."""
+    text = str(value).strip()
+    try:
+        return cidr_parser(ipaddress.IPv4Interface)(text).network
+    except ValueError:
+        raise AnsibleFilterError(
+            f"{name}: {value!r} is not an IPv4 subnet like 10.5.1.0/24"
+        ) from None
+
+
+def flannel_backend_mtu(backend_type: str, underlay_mtu: Any, vxlan_mtu: Any = 0) -> int:
+    """The MTU flannel gives containers on `backend_type` over an underlay of `underlay_mtu`.
+
+    For vxlan, a non-zero `vxlan_mtu` (the backend's MTU option) replaces the underlay MTU.
+    """
+    if backend_type not in BACKEND_TYPES:
+        raise AnsibleFilterError(
+            f"flannel_backend_mtu: backend type {backend_type!r} is unknown; use one of "
+            + ", ".join(BACKEND_TYPES)
+        )
+    underlay = _int(underlay_mtu, "flannel_backend_mtu: underlay_mtu")
+    if backend_type == "vxlan":
+        underlay = _int(vxlan_mtu, "flannel_backend_mtu: vxlan_mtu") or underlay
+    try:
+        # The backend modules need the agent's dependencies (pyroute2) on the controller.
+        from pyflannel.backend import backend_class
+
+        overhead = backend_class(backend_type).overhead
+    except ImportError as exc:
+        raise AnsibleFilterError(
+            f"flannel_backend_mtu: cannot load pyflannel's backends on the controller ({exc}); "
+            f"install the agent's dependencies: pip install -e {_REPO_ROOT}"
+        ) from None
+    mtu = underlay - overhead
+    if mtu < MIN_MTU:
+        raise AnsibleFilterError(
+            f"flannel_backend_mtu: underlay MTU {underlay} leaves {mtu} for {backend_type} "
+            f"(overhead {overhead}), below the IPv4 minimum {MIN_MTU}"
+        )
+    return mtu
+
+
+def flannel_gateway(subnet: Any) -> str:
+    """'10.5.1.0/24' -> '10.5.1.1/24': the bridge address (FLANNEL_SUBNET, Docker's --bip)."""
+    network = _network(subnet, "flannel_gateway")
+    if network.num_addresses < 4:
+        raise AnsibleFilterError(f"flannel_gateway: {network} has no room for a gateway")
+    return str(ipaddress.IPv4Interface((int(network.network_address) + 1, network.prefixlen)))
+
+
+def flannel_docker_opts(subnet_env: Mapping[str, Any]) -> dict[str, Any]:
+    """{bip, mtu, ip_masq} for dockerd from a subnet.env dict; ip_masq = not FLANNEL_IPMASQ."""
+    if not isinstance(subnet_env, Mapping):
+        raise AnsibleFilterError(
+            f"flannel_docker_opts: expects a dict of subnet.env values, got "
+            f"{type(subnet_env).__name__}"
+        )
+
+    def field(key: str, parse: Callable[[str], Any]) -> Any:
+        if key not in subnet_env:
+            raise AnsibleFilterError(f"flannel_docker_opts: {key} is missing from the subnet env")
+        value = subnet_env[key]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value).strip()
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise AnsibleFilterError(
+                f"flannel_docker_opts: {key}={value!r} is invalid: {exc}"
+            ) from None
+
+    bip = field("FLANNEL_SUBNET", cidr_parser(ipaddress.IPv4Interface))
+    mtu = field("FLANNEL_MTU", parse_mtu)
+    flannel_masq = field("FLANNEL_IPMASQ", parse_ipmasq)
+    # flannel masquerades itself when FLANNEL_IPMASQ=true: Docker must not do it again.
+    return {"bip": str(bip), "mtu": mtu, "ip_masq": not flannel_masq}
+
+
+def flannel_lease_key(subnet: Any, prefix: str = DEFAULT_PREFIX) -> str:
+    """'10.5.1.0/24' -> '/coreos.com/network/subnets/10.5.1.0-24' (the lease's etcd key)."""
+    return subnet_key(prefix, _network(subnet, "flannel_lease_key"))
+
+
+def _variable_for(message: str) -> str | None:
+    match = _FIELD_RE.match(message)
+    return _FIELD_VARIABLES[match.group(1)] if match else None
+
+
+def flannel_network_config(  # noqa: PLR0917 (positional: how Jinja filters are called)
+    network: Any,
+    subnet_len: Any = 0,
+    subnet_min: Any = "",
+    subnet_max: Any = "",
+    backend_type: str = "vxlan",
+    backend_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `<prefix>/config` dict (only the keys set), validated by the agent's own rules."""
+    options = dict(backend_options or {})
+    if "Type" in options:
+        raise AnsibleFilterError(
+            "flannel_network_backend_options: must not contain Type; set flannel_network_backend"
+        )
+    config: dict[str, Any] = {"Network": network}
+    if subnet_len not in (0, "", None):
+        config["SubnetLen"] = (
+            int(subnet_len) if isinstance(subnet_len, str) and subnet_len.isdigit() else subnet_len
+        )
+    if subnet_min:
+        config["SubnetMin"] = subnet_min
+    if subnet_max:
+        config["SubnetMax"] = subnet_max
+    config["Backend"] = {"Type": backend_type, **options}
+    try:
+        parsed = config_from_dict(config)
+    except ConfigError as exc:
+        variable = _variable_for(str(exc))
+        raise AnsibleFilterError(f"{variable}: {exc}" if variable else str(exc)) from None
+    for warning in parsed.warnings:
+        _display.warning(f"flannel_network_config: {warning}")
+    return config
+
+
+class FilterModule:
+    """Ansible's entry point for this file's filters."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "flannel_backend_mtu": flannel_backend_mtu,
+            "flannel_gateway": flannel_gateway,
+            "flannel_docker_opts": flannel_docker_opts,
+            "flannel_lease_key": flannel_lease_key,
+            "flannel_network_config": flannel_network_config,
+        }
