@@ -26,11 +26,11 @@ from pyflannel.config import NetworkConfig, config_to_json, parse_config
 from pyflannel.errors import ConfigError, FlannelError, UsageError
 from pyflannel.flags import (
     ENV_PREFIX,
-    _endpoints,
-    _ipv4,
-    _optional_text,
-    _positive_seconds,
-    _prefix,
+    convert_endpoints,
+    convert_ipv4,
+    convert_optional_text,
+    convert_positive_seconds,
+    convert_prefix,
 )
 from pyflannel.store import EtcdOptions, KeyValue, Store
 from pyflannel.subnet.lease import Lease, config_key, parse_key_name, subnets_prefix
@@ -71,7 +71,7 @@ _COMMON: tuple[_Common, ...] = (
     _Common(
         "--etcd-endpoints",
         "etcd_endpoints",
-        _endpoints,
+        convert_endpoints,
         "etcd URLs, comma-separated",
         "URLS",
         DEFAULT_ENDPOINTS,
@@ -79,26 +79,32 @@ _COMMON: tuple[_Common, ...] = (
     _Common(
         "--etcd-prefix",
         "etcd_prefix",
-        _prefix,
+        convert_prefix,
         "etcd key prefix of the network",
         "PATH",
         DEFAULT_PREFIX,
     ),
-    _Common("--etcd-cafile", "etcd_cafile", _optional_text, "CA bundle for etcd TLS", "FILE"),
-    _Common("--etcd-certfile", "etcd_certfile", _optional_text, "client certificate", "FILE"),
-    _Common("--etcd-keyfile", "etcd_keyfile", _optional_text, "client certificate key", "FILE"),
-    _Common("--etcd-username", "etcd_username", _optional_text, "etcd user name", "NAME"),
+    _Common(
+        "--etcd-cafile", "etcd_cafile", convert_optional_text, "CA bundle for etcd TLS", "FILE"
+    ),
+    _Common(
+        "--etcd-certfile", "etcd_certfile", convert_optional_text, "client certificate", "FILE"
+    ),
+    _Common(
+        "--etcd-keyfile", "etcd_keyfile", convert_optional_text, "client certificate key", "FILE"
+    ),
+    _Common("--etcd-username", "etcd_username", convert_optional_text, "etcd user name", "NAME"),
     _Common(
         "--etcd-password",
         "etcd_password",
-        _optional_text,
+        convert_optional_text,
         "etcd password (prefer the environment variable: argv is visible to all users)",
         "PASSWORD",
     ),
     _Common(
         "--etcd-timeout",
         "etcd_timeout",
-        _positive_seconds,
+        convert_positive_seconds,
         "seconds to wait for etcd before giving up",
         "SECONDS",
         DEFAULT_TIMEOUT,
@@ -446,7 +452,7 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network:
 
 def parse_public_ip(text: str, what: str) -> ipaddress.IPv4Address:
     try:
-        return ipaddress.IPv4Address(_ipv4(text))
+        return ipaddress.IPv4Address(convert_ipv4(text))
     except ValueError as exc:
         raise UsageError(f"{what}: {text!r} {exc}") from None
 

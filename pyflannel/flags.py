@@ -81,12 +81,12 @@ def _text(value: str) -> str:
     return value
 
 
-def _optional_text(value: str) -> str | None:
+def convert_optional_text(value: str) -> str | None:
     # flanneld treats an empty string as "not set" (e.g. --etcd-cafile= in a unit file).
     return value or None
 
 
-def _endpoints(value: str) -> tuple[str, ...]:
+def convert_endpoints(value: str) -> tuple[str, ...]:
     urls = tuple(part.strip() for part in value.split(",") if part.strip())
     rule = "must be comma-separated http:// or https:// URLs, e.g. http://127.0.0.1:2379"
     if not urls:
@@ -102,14 +102,14 @@ def _endpoints(value: str) -> tuple[str, ...]:
     return urls
 
 
-def _prefix(value: str) -> str:
+def convert_prefix(value: str) -> str:
     trimmed = value.rstrip("/")
     if not value.startswith("/") or not trimmed:
         raise ValueError("must be an absolute etcd key path such as /coreos.com/network")
     return trimmed
 
 
-def _ipv4(value: str) -> str:
+def convert_ipv4(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
@@ -145,7 +145,7 @@ def _int_in(low: int, high: int | None) -> Callable[[str], int]:
     return convert
 
 
-def _positive_seconds(value: str) -> float:
+def convert_positive_seconds(value: str) -> float:
     rule = "must be a positive number of seconds"
     try:
         number = float(value)
@@ -182,14 +182,22 @@ class _Flag:
 
 
 _FLAGS: tuple[_Flag, ...] = (
-    _Flag("etcd-endpoints", "etcd_endpoints", _endpoints, "etcd URLs, comma-separated", "urls"),
-    _Flag("etcd-prefix", "etcd_prefix", _prefix, "etcd key prefix of the network", "path"),
-    _Flag("etcd-cafile", "etcd_cafile", _optional_text, "CA bundle for etcd TLS", "file"),
-    _Flag("etcd-certfile", "etcd_certfile", _optional_text, "client certificate", "file"),
-    _Flag("etcd-keyfile", "etcd_keyfile", _optional_text, "client certificate key", "file"),
-    _Flag("etcd-username", "etcd_username", _optional_text, "etcd user name", "name"),
-    _Flag("etcd-password", "etcd_password", _optional_text, "etcd password", "password"),
-    _Flag("etcd-timeout", "etcd_timeout", _positive_seconds, "etcd request timeout (s)", "seconds"),
+    _Flag(
+        "etcd-endpoints", "etcd_endpoints", convert_endpoints, "etcd URLs, comma-separated", "urls"
+    ),
+    _Flag("etcd-prefix", "etcd_prefix", convert_prefix, "etcd key prefix of the network", "path"),
+    _Flag("etcd-cafile", "etcd_cafile", convert_optional_text, "CA bundle for etcd TLS", "file"),
+    _Flag("etcd-certfile", "etcd_certfile", convert_optional_text, "client certificate", "file"),
+    _Flag("etcd-keyfile", "etcd_keyfile", convert_optional_text, "client certificate key", "file"),
+    _Flag("etcd-username", "etcd_username", convert_optional_text, "etcd user name", "name"),
+    _Flag("etcd-password", "etcd_password", convert_optional_text, "etcd password", "password"),
+    _Flag(
+        "etcd-timeout",
+        "etcd_timeout",
+        convert_positive_seconds,
+        "etcd request timeout (s)",
+        "seconds",
+    ),
     _Flag(
         "iface",
         "iface",
@@ -201,8 +209,10 @@ _FLAGS: tuple[_Flag, ...] = (
     ),
     # FLANNELD_IFACE_REGEX stays one regex: commas are regex syntax ({1,3}).
     _Flag("iface-regex", "iface_regex", _regex, "regex matched against names and IPs", "re", True),
-    _Flag("iface-can-reach", "iface_can_reach", _ipv4, "pick the interface reaching IP", "ip"),
-    _Flag("public-ip", "public_ip", _ipv4, "IP other nodes use to reach this one", "ip"),
+    _Flag(
+        "iface-can-reach", "iface_can_reach", convert_ipv4, "pick the interface reaching IP", "ip"
+    ),
+    _Flag("public-ip", "public_ip", convert_ipv4, "IP other nodes use to reach this one", "ip"),
     _Flag("ip-masq", "ip_masq", _bool, "masquerade traffic leaving the overlay"),
     _Flag("subnet-file", "subnet_file", _text, "where to write the subnet env", "file"),
     _Flag(
@@ -220,7 +230,7 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag(
         "reconcile-interval",
         "reconcile_interval",
-        _positive_seconds,
+        convert_positive_seconds,
         "kernel state repair interval (s)",
         "seconds",
     ),
@@ -232,7 +242,7 @@ _FLAGS: tuple[_Flag, ...] = (
     ),
     _Flag("v", "verbosity", _int_in(0, None), "log verbosity", "level"),
     _Flag("logtostderr", "logtostderr", _bool, "log to stderr instead of files"),
-    _Flag("log_dir", "log_dir", _optional_text, "write log files here", "dir"),
+    _Flag("log_dir", "log_dir", convert_optional_text, "write log files here", "dir"),
     _Flag("version", "version", _bool, "print the version and exit"),
     _Flag("help", "help", _bool, "print this message"),
     _Flag("alsologtostderr", None, _bool, "accepted and ignored"),
