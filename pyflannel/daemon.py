@@ -124,7 +124,8 @@ class Agent:
         if ensure_ip_forward(log):
             self.state.inc("pyflannel_ip_forward_enabled_total")
 
-        config = manager.wait_for_config(self.stop_event)
+        # Waiting for the operator is healthy: keep the /healthz heartbeat going meanwhile.
+        config = manager.wait_for_config(self.stop_event, on_wait=self.state.beat)
         if config is None:
             return 0
         for warning in config.warnings:
@@ -223,7 +224,10 @@ class Agent:
             self._health.stop()
         if self.store is not None:
             self.store.close()
-        log.info("stopped; lease, devices and routes left in place")
+        if self.lease is not None:
+            log.info("stopped; lease, devices and routes left in place")
+        else:
+            log.info("stopped")
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -244,8 +248,9 @@ class Agent:
                 return lease
             except (StoreUnavailableError, OutOfSubnetsError) as exc:
                 log.error("cannot get a subnet lease: %s (retrying in %.0f s)", exc, delay)
+            self.state.beat()
             self.stop_event.wait(delay)
-            delay = min(60.0, delay * 2)
+            delay = min(20.0, delay * 2)  # below the /healthz staleness limit
         return None
 
     def _take_lease(self, lease: Lease) -> None:

@@ -14,6 +14,7 @@ import multiprocessing
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from pyflannel.backend.base import Backend
@@ -58,6 +59,16 @@ class TunBackend(Backend):
             log.info("created TUN device %s", self.device)
         self.index = index
         self.kernel.set_up(index, mtu=self.mtu())
+        self._accept_local()
+
+    def _accept_local(self) -> None:
+        # The pump's ICMP errors come from the TUN's own address; without accept_local the
+        # kernel drops them as martians and senders see a silent blackhole.
+        path = Path(f"/proc/sys/net/ipv4/conf/{self.device}/accept_local")
+        try:
+            path.write_text("1\n")
+        except OSError as exc:
+            log.warning("%s: cannot set accept_local (%s); ICMP errors will be lost", path, exc)
 
     def pump_spec(self, lease: Lease) -> PumpSpec:
         raise NotImplementedError

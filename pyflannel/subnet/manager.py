@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from pyflannel.config import NetworkConfig, parse_config
@@ -85,7 +85,11 @@ class SubnetManager:
         return parse_config(kv.value)
 
     def wait_for_config(
-        self, stop: threading.Event, first_delay: float = 1.0, max_delay: float = 30.0
+        self,
+        stop: threading.Event,
+        first_delay: float = 1.0,
+        max_delay: float = 5.0,
+        on_wait: Callable[[], None] | None = None,
     ) -> NetworkConfig | None:
         """Poll until the config exists and is valid; None when `stop` is set first.
 
@@ -103,6 +107,8 @@ class SubnetManager:
                     last_message = message
                 else:
                     log.debug("still waiting for the network config: %s", message)
+            if on_wait is not None:
+                on_wait()
             stop.wait(delay)
             delay = min(max_delay, delay * 2)
         return None
