@@ -26,6 +26,7 @@ if _REPO_ROOT not in sys.path:
 
 from pyflannel.config import BACKEND_TYPES, config_from_dict  # noqa: E402
 from pyflannel.errors import ConfigError  # noqa: E402
+from pyflannel.mtu import OVERHEAD, backend_mtu  # noqa: E402
 from pyflannel.subnet.lease import subnet_key  # noqa: E402
 from pyflannel.subnetenv import cidr_parser, parse_ipmasq, parse_mtu  # noqa: E402
 
@@ -79,17 +80,8 @@ def flannel_backend_mtu(backend_type: str, underlay_mtu: Any, vxlan_mtu: Any = 0
     underlay = _int(underlay_mtu, "flannel_backend_mtu: underlay_mtu")
     if backend_type == "vxlan":
         underlay = _int(vxlan_mtu, "flannel_backend_mtu: vxlan_mtu") or underlay
-    try:
-        # The backend modules need the agent's dependencies (pyroute2) on the controller.
-        from pyflannel.backend import backend_class
-
-        overhead = backend_class(backend_type).overhead
-    except ImportError as exc:
-        raise AnsibleFilterError(
-            f"flannel_backend_mtu: cannot load pyflannel's backends on the controller ({exc}); "
-            f"install the agent's dependencies: pip install -e {_REPO_ROOT}"
-        ) from None
-    mtu = underlay - overhead
+    overhead = OVERHEAD[backend_type]
+    mtu = backend_mtu(backend_type, underlay)
     if mtu < MIN_MTU:
         raise AnsibleFilterError(
             f"flannel_backend_mtu: underlay MTU {underlay} leaves {mtu} for {backend_type} "
@@ -128,7 +120,8 @@ def flannel_docker_opts(subnet_env: Mapping[str, Any]) -> dict[str, Any]:
 
     bip = field("FLANNEL_SUBNET", cidr_parser(ipaddress.IPv4Interface))
     mtu = field("FLANNEL_MTU", parse_mtu)
-    flannel_masq = field("FLANNEL_IPMASQ", parse_ipmasq)
+    # Facts may carry the flag as a bool or as "True"/"False" text; the file says true/false.
+    flannel_masq = field("FLANNEL_IPMASQ", lambda text: parse_ipmasq(text.lower()))
     # flannel masquerades itself when FLANNEL_IPMASQ=true: Docker must not do it again.
     return {"bip": str(bip), "mtu": mtu, "ip_masq": not flannel_masq}
 

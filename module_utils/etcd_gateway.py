@@ -97,8 +97,10 @@ def _reason(exc: BaseException, timeout: float) -> str:
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"no answer within {timeout:g} s"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return "TLS: " + _one_line(getattr(exc, "verify_message", None) or exc.reason or str(exc))
+        return "TLS: " + _one_line(str(exc))
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return _one_line(str(exc)) or type(exc).__name__

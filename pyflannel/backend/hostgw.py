@@ -14,6 +14,7 @@ from typing import Any
 from pyflannel.backend.base import Backend
 from pyflannel.backend.netlink import Kernel, Route, on_link
 from pyflannel.errors import FlannelError
+from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class DirectRoutes:
 
 class HostGwBackend(Backend):
     type = "host-gw"
-    overhead = 0
+    overhead = OVERHEAD["host-gw"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -22,6 +22,7 @@ from pyflannel.backend.hostgw import DirectRoutes
 from pyflannel.backend.netlink import Route
 from pyflannel.backend.pump import PumpSpec
 from pyflannel.backend.userspace import TunBackend
+from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class IpipBackend(TunBackend):
     type = "ipip"
     mode = "ipip"
     device = DEVICE
-    overhead = 20
+    overhead = OVERHEAD["ipip"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

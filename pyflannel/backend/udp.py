@@ -11,6 +11,7 @@ from typing import Any
 from pyflannel.backend.netlink import Route
 from pyflannel.backend.pump import PumpSpec
 from pyflannel.backend.userspace import TunBackend
+from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
 
 
@@ -18,7 +19,7 @@ class UdpBackend(TunBackend):
     type = "udp"
     mode = "udp"
     device = "flannel0"
-    overhead = 28
+    overhead = OVERHEAD["udp"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

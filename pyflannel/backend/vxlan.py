@@ -22,12 +22,12 @@ from pyflannel.backend.base import Backend
 from pyflannel.backend.hostgw import DirectRoutes
 from pyflannel.backend.netlink import FdbEntry, Neighbour, Route
 from pyflannel.errors import FlannelError
+from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8472  # Linux's vxlan port (flannel's default), not IANA's 4789
-OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -41,7 +41,7 @@ class VxlanPeer:
 
 class VxlanBackend(Backend):
     type = "vxlan"
-    overhead = OVERHEAD
+    overhead = OVERHEAD["vxlan"]
 
     def __init__(self, *args: Any, disable_tx_checksum: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,7 +61,7 @@ class VxlanBackend(Backend):
 
     def mtu(self) -> int:
         underlay = self.config.backend.options["MTU"] or self.ext.mtu
-        return int(underlay) - OVERHEAD
+        return int(underlay) - self.overhead
 
     # -- device -------------------------------------------------------------------------------
 

@@ -396,3 +396,15 @@ def test_ansible_doc_matches_the_argument_spec(tmp_path: Path) -> None:
     assert doc["options"]["state"]["choices"] == ["inspect", "reserved", "released"]
     assert doc["options"]["prefix"]["default"] == PREFIX
     assert doc["attributes"]["check_mode"]["support"] == "full"
+
+
+def test_pyflannel_warnings_become_ansible_warnings(node: Node, tmp_path: Path) -> None:
+    node.store.put(f"{PREFIX}/subnets/not-a-subnet", "{}")
+    run = run_playbook(
+        tmp_path / "play",
+        [lease_task(endpoints=node.endpoints, public_ip=str(NODE_IP), subnet_file="")],
+    )
+    assert run.returncode == 0, run.stdout
+    assert run.last["lease"]["subnet"] == str(node.lease.subnet)
+    warnings = run.last.get("warnings", [])
+    assert any(f"{PREFIX}/subnets/not-a-subnet" in warning for warning in warnings), run.last

@@ -299,7 +299,7 @@ def capture_frames(
 
     def read_out() -> None:
         assert proc.stdout is not None
-        chunks.extend(iter(lambda: proc.stdout.read(65536), b""))  # type: ignore[union-attr]
+        chunks.append(proc.stdout.read())  # until tcpdump exits
 
     def read_err() -> None:
         assert proc.stderr is not None

@@ -1,0 +1,145 @@
+"""State of the converged nodes, checked from outside Ansible (testinfra over `docker exec`).
+
+Shared by every scenario (the backend comes from the scenario's inventory): etcd healthy with
+every node a member, flanneld active, subnet.env agreeing with the lease in etcd, docker0 on the
+leased subnet with the backend's MTU, and the cross-node ping matrix (playbooks/verify.yml).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+testinfra_hosts = RUNNER.get_hosts("flannel")
+
+PREFIX = "/coreos.com/network"
+# Encapsulation overhead per backend (FLANNEL-COMPAT.md): container MTU = underlay MTU - this.
+OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0, "ipip": 20}
+
+
+def _backend() -> str:
+    return str(RUNNER.get_variables(testinfra_hosts[0])["flannel_network_backend"])
+
+
+def _etcdctl(host: Any, *args: str) -> str:
+    cmd = host.run("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 " + " ".join(args))
+    assert cmd.rc == 0, f"etcdctl {' '.join(args)} failed on {host.backend.hostname}: {cmd.stderr}"
+    return str(cmd.stdout)
+
+
+def _subnet_env(host: Any) -> dict[str, str]:
+    text = host.file("/run/flannel/subnet.env").content_string
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _eth0(host: Any) -> tuple[str, int]:
+    """The node's underlay address and MTU."""
+    info = json.loads(host.check_output("ip -4 -j addr show dev eth0"))[0]
+    return info["addr_info"][0]["local"], int(info["mtu"])
+
+
+@pytest.fixture(scope="module")
+def leases() -> dict[str, dict[str, Any]]:
+    """Every lease in etcd, by subnet ("10.5.7.0/24"), read through the first node."""
+    host = testinfra.get_host(f"docker://{testinfra_hosts[0]}")
+    raw = _etcdctl(host, "get", "--prefix", f"{PREFIX}/subnets/", "--write-out=json")
+    found = {}
+    for kv in json.loads(raw).get("kvs", []):
+        key = base64.b64decode(kv["key"]).decode()
+        subnet = key.rsplit("/", 1)[1].replace("-", "/")
+        found[subnet] = json.loads(base64.b64decode(kv["value"]))
+    return found
+
+
+def test_etcd_member_healthy(host: Any) -> None:
+    _etcdctl(host, "endpoint", "health")
+    assert host.service("etcd").is_running
+    assert host.service("etcd").is_enabled
+
+
+def test_etcd_cluster_has_every_node(host: Any) -> None:
+    members = json.loads(_etcdctl(host, "member", "list", "--write-out=json"))["members"]
+    assert sorted(m["name"] for m in members) == sorted(testinfra_hosts)
+    assert all(m.get("clientURLs") for m in members), f"a member has not started: {members}"
+
+
+def test_network_config_has_the_backend() -> None:
+    host = testinfra.get_host(f"docker://{testinfra_hosts[0]}")
+    config = json.loads(_etcdctl(host, "get", "--print-value-only", f"{PREFIX}/config"))
+    assert config["Backend"]["Type"] == _backend()
+    assert config["Network"] == "10.5.0.0/16"
+
+
+def test_flanneld_active(host: Any) -> None:
+    flanneld = host.service("flanneld")
+    assert flanneld.is_running
+    assert flanneld.is_enabled
+    assert host.check_output("systemctl show -p Type --value flanneld") == "notify"
+
+
+def test_subnet_env_matches_lease(host: Any, leases: dict[str, dict[str, Any]]) -> None:
+    env = _subnet_env(host)
+    gateway = ipaddress.IPv4Interface(env["FLANNEL_SUBNET"])
+    lease = leases.get(str(gateway.network))
+    assert lease is not None, f"no lease {gateway.network} in etcd (leases: {sorted(leases)})"
+    public_ip, underlay_mtu = _eth0(host)
+    assert lease["PublicIP"] == public_ip
+    assert lease["BackendType"] == _backend()
+    assert int(gateway.ip) == int(gateway.network.network_address) + 1
+    assert env["FLANNEL_NETWORK"] == "10.5.0.0/16"
+    assert int(env["FLANNEL_MTU"]) == underlay_mtu - OVERHEAD[_backend()]
+
+
+def test_every_node_has_its_own_lease(leases: dict[str, dict[str, Any]]) -> None:
+    owners = [lease["PublicIP"] for lease in leases.values()]
+    assert len(owners) == len(set(owners)) == len(testinfra_hosts)
+
+
+def test_docker0_on_the_lease(host: Any) -> None:
+    env = _subnet_env(host)
+    docker0 = json.loads(host.check_output("ip -4 -j addr show dev docker0"))[0]["addr_info"]
+    assert [f"{a['local']}/{a['prefixlen']}" for a in docker0] == [env["FLANNEL_SUBNET"]]
+    option = '{{index .Options "com.docker.network.driver.mtu"}}'
+    mtu = host.check_output(f"docker network inspect bridge --format '{option}'")
+    assert mtu == env["FLANNEL_MTU"]
+    # docker0's own MTU follows its ports on this Docker version: a container shows the real one.
+    eth0_mtu = host.check_output("docker run --rm busybox:local cat /sys/class/net/eth0/mtu")
+    assert eth0_mtu == env["FLANNEL_MTU"]
+
+
+def test_dockerd_flags_from_the_lease(host: Any) -> None:
+    env = _subnet_env(host)
+    masq = "false" if env["FLANNEL_IPMASQ"] == "true" else "true"
+    cmdline = host.check_output("systemctl show -p ExecStart --value docker")
+    for flag in (
+        f"--bip={env['FLANNEL_SUBNET']}",
+        f"--mtu={env['FLANNEL_MTU']}",
+        f"--ip-masq={masq}",
+    ):
+        assert flag in cmdline
+
+
+def test_overlay_ping_matrix() -> None:
+    """playbooks/verify.yml: every node's container pings every other node's container."""
+    result = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(REPO / "playbooks" / "verify.yml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    print(result.stdout[-4000:])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "overlay ping matrix" in result.stdout
+    assert "FAIL" not in result.stdout.split("overlay ping matrix", 1)[1].split("TASK", 1)[0]
