@@ -50,7 +50,7 @@ lab-down:
 
 # The agent alone on network-namespace hosts (no Docker, no Ansible): quick to bring up by hand.
 netns-lab:
-	$(PYTHON) -m pyflannel_lab up --hosts 3
+	$(PYTHON) -m pyflannel_lab up --hosts 3 --backend $(BACKEND)
 
 netns-lab-down:
 	$(PYTHON) -m pyflannel_lab down

@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pyflannel_lab import Lab  # noqa: E402
-from tests.netns.agents import BACKENDS, AgentCluster  # noqa: E402
+from pyflannel_lab.agents import BACKENDS, AgentCluster  # noqa: E402
 
 RTT_RE = re.compile(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/")
 

@@ -1,4 +1,9 @@
-"""Bring a lab up or down by hand: python -m pyflannel_lab up|down|status [--prefix P]."""
+"""Bring a lab up or down by hand: python -m pyflannel_lab up|down|status [--prefix P].
+
+`up --backend vxlan` also writes the network config, runs one pyflannel agent per host, gives
+every host a container bridge on its leased subnet (as Docker would) and prints the container
+ping matrix plus one line per host.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import sys
 
 from pyflannel.errors import FlannelError, UsageError
+from pyflannel_lab.agents import BACKENDS, AgentCluster
 from pyflannel_lab.lab import Lab, lab_namespaces, state_path
 
 
@@ -23,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--containers", type=int, default=1, help="containers per host")
     up.add_argument("--no-etcd", action="store_true", help="do not start the lab's etcd")
+    up.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="also run agents with this backend and print the ping matrix",
+    )
     for name in ("up", "down", "status"):
         target = up if name == "up" else sub.add_parser(name)
         target.add_argument("--prefix", default="pft", help="namespace name prefix (pft)")
@@ -45,12 +56,37 @@ def _up(args: argparse.Namespace) -> None:
     )
     lab.up()
     try:
-        if not args.no_etcd:
+        if not args.no_etcd or args.backend:
             lab.start_etcd()
+        if args.backend:
+            cluster = AgentCluster(lab, args.backend)
+            cluster.put_config()
+            cluster.start_all()
+            print_cluster(cluster)
+            return
     except BaseException:
         lab.down()
         raise
     print(json.dumps(lab.status(), indent=2))
+
+
+def print_cluster(cluster: AgentCluster) -> None:
+    lab = cluster.lab
+    matrix = lab.ping_matrix(timeout=2.0)
+    names = lab.container_names()
+    width = max(len(name) for name in names) + 2
+    print("ping".ljust(width) + "".join(name.ljust(width) for name in names))
+    for src in names:
+        cells = ["-" if src == dst else ("ok" if matrix[(src, dst)] else "FAIL") for dst in names]
+        print(src.ljust(width) + "".join(cell.ljust(width) for cell in cells))
+    for i in lab.host_indexes():
+        print(
+            f"h{i}: subnet {cluster.subnet(i)}  MTU {cluster.mtu(i)}  backend {cluster.backend}  "
+            f"underlay {lab.host_ip(i)}"
+        )
+    failed = [pair for pair, ok in matrix.items() if not ok]
+    if failed:
+        raise FlannelError("broken pairs: " + ", ".join(f"{a}->{b}" for a, b in failed))
 
 
 def _down(args: argparse.Namespace) -> None:

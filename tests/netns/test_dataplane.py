@@ -22,7 +22,7 @@ from typing import ClassVar
 import pytest
 
 from pyflannel_lab import Lab
-from tests.netns.agents import NETWORK, AgentCluster, capture_frames, wait_for
+from pyflannel_lab.agents import NETWORK, AgentCluster, capture_frames, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -78,6 +78,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
 
 @pytest.fixture
 def c(cluster: AgentCluster) -> AgentCluster:
+    """The class's cluster, with any agent an earlier (failed) test left stopped restarted."""
     cluster.heal()
     return cluster
 
@@ -107,11 +108,13 @@ def link_info(lab: Lab, node: str, dev: str) -> tuple[int, str] | None:
 
 
 def true_before(deadline: float, what: str, check: Callable[[], bool]) -> None:
-    """Assert `check()` turns True before monotonic time `deadline`."""
+    """Assert `check()` turns True, and is seen so, before monotonic time `deadline`."""
     while True:
-        if check():
+        ok = check()
+        now = time.monotonic()
+        if ok and now <= deadline:
             return
-        if time.monotonic() >= deadline:
+        if now >= deadline:
             raise AssertionError(f"{what}: not the case by the deadline")
         time.sleep(0.03)
 
@@ -156,7 +159,7 @@ class DataPlaneTests:
     backend: ClassVar[str]
     mtu: ClassVar[int]
     device: ClassVar[str | None] = None
-    kernel_datapath: ClassVar[bool] = True
+    capture_filter: ClassVar[str]  # BPF filter for the overlay's packets on the underlay
 
     # Reference facts per backend (overridden below).
     def expected_routes(self, c: AgentCluster, host: int, peers: list[int]) -> set[str]:
@@ -171,8 +174,6 @@ class DataPlaneTests:
 
     def check_encapsulated(self, c: AgentCluster, frame: bytes, src: int, dst: int) -> None:
         raise NotImplementedError
-
-    capture_filter: ClassVar[str]
 
     # Helpers built on them.
     def peers_of(self, c: AgentCluster, host: int) -> list[int]:
@@ -605,7 +606,6 @@ class TestUdp(DeviceRepairTests, StrangerTests):
     backend = "udp"
     mtu = 1472
     device = "flannel0"
-    kernel_datapath = False
     capture_filter = f"udp port {UDP_PORT}"
 
     def expected_routes(self, c: AgentCluster, host: int, peers: list[int]) -> set[str]:
@@ -632,7 +632,7 @@ class TestIpip(DeviceRepairTests, StrangerTests):
     backend = "ipip"
     mtu = 1480
     device = "flannel.ipip"
-    kernel_datapath = False  # this kernel has no ipip link kind: userspace fallback
+    # This kernel has no ipip link kind: the userspace fallback (TUN + raw protocol-4 socket).
     capture_filter = "ip proto 4"
 
     def expected_routes(self, c: AgentCluster, host: int, peers: list[int]) -> set[str]:
