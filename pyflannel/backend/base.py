@@ -70,7 +70,12 @@ class Backend(ABC):
 
     def metrics(self) -> dict[str, float]:
         """Backend counters for /metrics, read by the main loop (the kernel's single owner)."""
-        return {"pyflannel_backend_repairs_total": float(self.repairs)}
+        values = {"pyflannel_backend_repairs_total": float(self.repairs)}
+        direct = getattr(self, "direct", None)
+        if direct is not None:
+            # Peers that host-gw style routing cannot reach (not on our L2 segment).
+            values["pyflannel_unreachable_peers"] = float(len(direct.unreachable))
+        return values
 
     def close(self) -> None:
         """Stop helper threads and close the netlink socket; kernel state stays."""
