@@ -144,6 +144,7 @@ class Agent:
         if config.backend.type == "vxlan":
             backend_options["disable_tx_checksum"] = self.opts.vxlan_disable_tx_checksum
         self.backend = create_backend(config, ext, **backend_options)
+        self.backend.check()
         previous_env = self._previous_env()
         remove_stale_state(
             self.backend.kernel,

@@ -48,6 +48,9 @@ class Backend(ABC):
     def lease_attrs(self) -> LeaseAttrs:
         return LeaseAttrs(public_ip=self.ext.public_ip, backend_type=self.type)
 
+    def check(self) -> None:  # noqa: B027  (an optional hook: most backends accept any setup)
+        """Refuse a setup that cannot work, before anything in the kernel is touched."""
+
     @abstractmethod
     def prepare(self) -> LeaseAttrs:
         """Check prerequisites, create devices; return what to publish in our lease."""

@@ -89,13 +89,15 @@ class HostGwBackend(Backend):
     def routes_via_external(self) -> bool:
         return True
 
-    def prepare(self) -> LeaseAttrs:
+    def check(self) -> None:
         if self.ext.public_ip != self.ext.iface_addr:
             raise FlannelError(
                 f"host-gw: public IP {self.ext.public_ip} is not the address of {self.ext.name} "
                 f"({self.ext.iface_addr}); peers route to the public IP, so drop --public-ip or "
                 "use vxlan"
             )
+
+    def prepare(self) -> LeaseAttrs:
         return self.lease_attrs()
 
     def activate(self, lease: Lease) -> None:

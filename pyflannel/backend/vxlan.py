@@ -187,6 +187,7 @@ class VxlanBackend(Backend):
             return
         peer = self._peer(lease)
         if peer is None:
+            self._forget(lease.subnet)  # e.g. the peer switched to another backend
             return
         old = self.applied.get(lease.subnet)
         if old is not None and old != peer:
