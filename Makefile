@@ -60,4 +60,4 @@ bench:
 	$(PYTHON) bench/dataplane.py
 
 clean:
-	rm -rf build dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf build/lib build/wheelhouse dist *.egg-info .mypy_cache .ruff_cache

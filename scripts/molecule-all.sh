@@ -71,6 +71,10 @@ main() {
     done
     for s in "${results[@]}"; do log "$s"; done
     log "total $((SECONDS - total_start))s"
+    # A plain closing line CI can count: scenarios passed and failed.
+    local n_failed
+    n_failed=$(printf '%s\n' "${results[@]}" | grep -c FAILED || true)
+    echo "molecule: $(( ${#results[@]} - n_failed )) passed, ${n_failed} failed"
     return "$failed"
 }
 

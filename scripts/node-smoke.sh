@@ -11,7 +11,9 @@ NODE_IMAGE=pyflannel-node:bookworm
 BUSYBOX_IMAGE=busybox:local
 BUSYBOX_ARCHIVE="$REPO/build/images/busybox-local.tar"
 NETWORK=pft-smoke
-SUBNET=192.0.2.0/24
+# A documentation range that no route of this machine uses (its own network is 192.0.2.0/24
+# on some of our machines); molecule and the lab use 198.51.100.0/26 and .64/26.
+SUBNET=${PYFLANNEL_SMOKE_SUBNET:-198.51.100.128/26}
 NODES=(pft-smoke-1 pft-smoke-2)
 LABEL=pyflannel.smoke=1
 BOOT_TIMEOUT=90
@@ -154,7 +156,7 @@ run_busybox() {
     log "$node: $out"
 }
 
-# Node to node over the internal network (192.0.2.0/24 only).
+# Node to node over the internal network ($SUBNET only).
 ping_between_nodes() {
     local addr
     addr=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" \
