@@ -20,8 +20,8 @@ install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 lint:
-	ruff check pyflannel pyflannel_lab tests bench library module_utils filter_plugins
-	ruff format --check pyflannel pyflannel_lab tests bench library module_utils filter_plugins
+	ruff check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts
+	ruff format --check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts
 	mypy pyflannel pyflannel_lab
 	@if [ -d roles ] && ls roles/*/tasks >/dev/null 2>&1; then ansible-lint; fi
 

@@ -64,23 +64,7 @@ ensure_docker_and_images() {
 check_subnet_free() {
     docker network inspect "$NETWORK" >/dev/null 2>&1 && return 0
     local clash
-    clash=$(python3 - "$SUBNET" <<'EOF'
-import ipaddress, socket, subprocess, sys
-lab = ipaddress.ip_network(sys.argv[1])
-routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
-for line in routes.splitlines():
-    dest = line.split()[0]
-    if dest != "default" and lab.overlaps(ipaddress.ip_network(dest, strict=False)):
-        print(f"route {line.strip()}")
-for host in ("pypi.org", "deb.debian.org"):
-    try:
-        addr = ipaddress.ip_address(socket.gethostbyname(host))
-    except OSError:
-        continue
-    if addr in lab:
-        print(f"{host} resolves to {addr}")
-EOF
-    )
+    clash=$(python3 "$REPO/scripts/subnet-in-use.py" "$SUBNET") || true
     [ -z "$clash" ] || die "subnet $SUBNET is in use here ($clash); set PYFLANNEL_LAB_SUBNET to a free one"
 }
 

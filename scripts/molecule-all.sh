@@ -21,23 +21,7 @@ die() { echo "molecule-all: $*" >&2; exit 1; }
 # package proxy: pip and apt would break while a scenario runs).
 check_subnet_free() {
     local clash
-    clash=$(python3 - "$PYFLANNEL_MOLECULE_SUBNET" <<'EOF'
-import ipaddress, socket, subprocess, sys
-net = ipaddress.ip_network(sys.argv[1])
-routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
-for line in routes.splitlines():
-    dest = line.split()[0]
-    if dest != "default" and net.overlaps(ipaddress.ip_network(dest, strict=False)):
-        print(f"route {line.strip()}")
-for host in ("pypi.org", "deb.debian.org"):
-    try:
-        addr = ipaddress.ip_address(socket.gethostbyname(host))
-    except OSError:
-        continue
-    if addr in net:
-        print(f"{host} resolves to {addr}")
-EOF
-    )
+    clash=$(python3 "$REPO/scripts/subnet-in-use.py" "$PYFLANNEL_MOLECULE_SUBNET") || true
     [ -z "$clash" ] || die "subnet $PYFLANNEL_MOLECULE_SUBNET is in use here ($clash);" \
         "set PYFLANNEL_MOLECULE_SUBNET to a free one (or remove a leftover network)"
 }
