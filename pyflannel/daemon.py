@@ -359,7 +359,10 @@ class Agent:
             self.backend.reconcile(self.peers)
             self.state.inc("pyflannel_reconcile_total")
             for name, value in self.backend.metrics().items():
-                self.state.set(name, value)
+                if name.endswith("_total"):
+                    self.state.set_total(name, value)
+                else:
+                    self.state.set(name, value)
         except DataPathError:
             raise
         except Exception:

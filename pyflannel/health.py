@@ -38,6 +38,11 @@ class AgentState:
         with self.lock:
             self.gauges[name] = value
 
+    def set_total(self, name: str, value: float) -> None:
+        """A counter kept elsewhere (e.g. the packet pump's): record its current total."""
+        with self.lock:
+            self.counters[name] = value
+
     def healthy(self) -> bool:
         return time.monotonic() - self.heartbeat < HEARTBEAT_STALE_AFTER
 
