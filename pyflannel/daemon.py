@@ -72,6 +72,7 @@ class Agent:
         self.watcher: LeaseWatcher | None = None
         self._health: HealthServer | None = None
         self._rng = random.Random()
+        self._config_change_reported = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -382,7 +383,10 @@ class Agent:
             current = manager.get_config()
         except FlannelError:
             return
-        if current.raw.strip() != config.raw.strip():
+        changed = current.raw.strip() != config.raw.strip()
+        self.state.set("pyflannel_config_changed", 1.0 if changed else 0.0)
+        if changed and not self._config_change_reported:
+            self._config_change_reported = True
             log.warning(
                 "the network config in etcd changed; restart flanneld to apply it "
                 "(the provisioner does this by itself)"
