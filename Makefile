@@ -5,7 +5,7 @@ PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 BACKEND ?= vxlan
 
-.PHONY: help install lint test test-unit test-etcd test-netns test-ansible test-molecule \
+.PHONY: help install deps lint test test-unit test-etcd test-netns test-ansible test-molecule \
         lab lab-down netns-lab netns-lab-down bench clean
 
 help:
@@ -17,36 +17,40 @@ help:
 	@echo "make bench                                  leasing and data-plane benchmarks"
 
 install:
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -e '.[test,provision]'
 
-lint:
+# Installs what is missing (apt and pip); quick when everything is there.
+deps:
+	@bash scripts/ensure-test-deps.sh
+
+lint: deps
 	ruff check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts
 	ruff format --check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts
 	mypy pyflannel pyflannel_lab
-	@if [ -d roles ] && ls roles/*/tasks >/dev/null 2>&1; then ansible-lint; fi
+	ansible-lint
 
-test: test-unit test-etcd test-netns test-ansible test-molecule
+test: deps test-unit test-etcd test-netns test-ansible test-molecule
 
-test-unit:
+test-unit: deps
 	$(PYTEST) tests/unit -q
 
-test-etcd:
+test-etcd: deps
 	$(PYTEST) tests/etcd -q
 
-test-netns:
+test-netns: deps
 	$(PYTEST) tests/netns -q
 
-test-ansible:
-	@if [ -d tests/ansible ]; then $(PYTEST) tests/ansible -q; else echo "no ansible tests yet"; fi
+test-ansible: deps
+	$(PYTEST) tests/ansible -q
 
 test-molecule:
-	@if [ -x scripts/molecule-all.sh ]; then scripts/molecule-all.sh; else echo "no molecule scenarios yet"; fi
+	scripts/molecule-all.sh
 
 lab:
-	@if [ -x scripts/lab.sh ]; then scripts/lab.sh up $(BACKEND); else $(MAKE) netns-lab; fi
+	scripts/lab.sh up $(BACKEND)
 
 lab-down:
-	@if [ -x scripts/lab.sh ]; then scripts/lab.sh down; else $(MAKE) netns-lab-down; fi
+	scripts/lab.sh down
 
 # The agent alone on network-namespace hosts (no Docker, no Ansible): quick to bring up by hand.
 netns-lab:
