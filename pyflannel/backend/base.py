@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar
 
+from pyflannel.backend.direct import DirectRoutes
 from pyflannel.backend.netlink import Kernel
 from pyflannel.config import NetworkConfig
 from pyflannel.iface import ExternalInterface
@@ -36,6 +37,8 @@ class Backend(ABC):
         self.kernel = kernel if kernel is not None else Kernel()
         self.own_lease: Lease | None = None
         self.repairs = 0  # kernel entries put back by reconcile (a metric)
+        # host-gw style routes: host-gw's whole route set, DirectRouting for vxlan and ipip.
+        self.direct = DirectRoutes(self.kernel, self)
 
     def routes_via_external(self) -> bool:
         """True when peers may be routed straight through the external interface."""
@@ -73,12 +76,11 @@ class Backend(ABC):
 
     def metrics(self) -> dict[str, float]:
         """Backend counters for /metrics, read by the main loop (the kernel's single owner)."""
-        values = {"pyflannel_backend_repairs_total": float(self.repairs)}
-        direct = getattr(self, "direct", None)
-        if direct is not None:
+        return {
+            "pyflannel_backend_repairs_total": float(self.repairs),
             # Peers that host-gw style routing cannot reach (not on our L2 segment).
-            values["pyflannel_unreachable_peers"] = float(len(direct.unreachable))
-        return values
+            "pyflannel_unreachable_peers": float(len(self.direct.unreachable)),
+        }
 
     def close(self) -> None:
         """Stop helper threads and close the netlink socket; kernel state stays."""

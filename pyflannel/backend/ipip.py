@@ -18,7 +18,6 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pyflannel.backend.hostgw import DirectRoutes
 from pyflannel.backend.netlink import Route
 from pyflannel.backend.pump import PumpSpec
 from pyflannel.backend.userspace import TunBackend
@@ -40,7 +39,6 @@ class IpipBackend(TunBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct_routing: bool = self.config.backend.options["DirectRouting"]
-        self.direct = DirectRoutes(self.kernel, self)
         self.kernel_mode = False
 
     # -- device -------------------------------------------------------------------------------

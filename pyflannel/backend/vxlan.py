@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyflannel.backend.base import Backend
-from pyflannel.backend.hostgw import DirectRoutes
 from pyflannel.backend.netlink import FdbEntry, Neighbour, Route
 from pyflannel.errors import FlannelError
 from pyflannel.mtu import OVERHEAD
@@ -56,7 +55,6 @@ class VxlanBackend(Backend):
         self.disable_tx_checksum = disable_tx_checksum
         self.index = 0
         self.mac = ""
-        self.direct = DirectRoutes(self.kernel, self)
         self.applied: dict[ipaddress.IPv4Network, VxlanPeer | None] = {}  # None: direct route
 
     def mtu(self) -> int:
@@ -240,31 +238,29 @@ class VxlanBackend(Backend):
                 wanted[subnet] = peer
         self.repairs += self.direct.sync(direct)
 
-        want_neigh = {n for p in wanted.values() for n in [self._entries(p)[0]]}
-        want_fdb = {f for p in wanted.values() for f in [self._entries(p)[1]]}
-        want_route = {r.dst: r for p in wanted.values() for r in [self._entries(p)[2]]}
-        for neigh in set(self.kernel.neighbours(self.index)) - want_neigh:
-            self.kernel.neigh_delete(neigh)
-            self.repairs += 1
-        for fdb in set(self.kernel.fdb_entries(self.index)) - want_fdb:
-            self.kernel.fdb_delete(fdb)
-            self.repairs += 1
-        current_routes = {r.dst: r for r in self.kernel.routes(self.config.network, oif=self.index)}
-        for dst, route in current_routes.items():
-            if dst not in want_route:
-                self.kernel.route_delete(route)
-                self.repairs += 1
+        entries = {subnet: self._entries(peer) for subnet, peer in wanted.items()}
+        # One dump per table: what is not wanted goes, what is wanted and absent is added.
         present_neigh = set(self.kernel.neighbours(self.index))
         present_fdb = set(self.kernel.fdb_entries(self.index))
-        for subnet, peer in wanted.items():
-            neigh, fdb, route = self._entries(peer)
+        present_routes = {r.dst: r for r in self.kernel.routes(self.config.network, oif=self.index)}
+        for neigh in present_neigh - {n for n, _, _ in entries.values()}:
+            self.kernel.neigh_delete(neigh)
+            self.repairs += 1
+        for fdb in present_fdb - {f for _, f, _ in entries.values()}:
+            self.kernel.fdb_delete(fdb)
+            self.repairs += 1
+        for dst, route in present_routes.items():
+            if dst not in entries:
+                self.kernel.route_delete(route)
+                self.repairs += 1
+        for subnet, (neigh, fdb, route) in entries.items():
             if neigh not in present_neigh:
                 self.kernel.neigh_replace(neigh)
                 self.repairs += 1
             if fdb not in present_fdb:
                 self.kernel.fdb_replace(fdb)
                 self.repairs += 1
-            if current_routes.get(subnet) != route:
+            if present_routes.get(subnet) != route:
                 self.kernel.route_replace(route)
                 self.repairs += 1
         self.applied = {**{s: None for s in direct}, **wanted}

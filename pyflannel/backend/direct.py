@@ -1,0 +1,78 @@
+"""host-gw style routes on the external interface: `<subnet> via <PublicIP> dev <ext>`.
+
+The route set of the host-gw backend, and of vxlan/ipip peers reached with DirectRouting. Every
+backend owns one (`Backend.direct`), so the unreachable-peer metric has one source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from pyflannel.backend.netlink import Kernel, Route, on_link
+from pyflannel.subnet.lease import Lease
+
+if TYPE_CHECKING:
+    from pyflannel.backend.base import Backend
+
+log = logging.getLogger(__name__)
+
+
+class DirectRoutes:
+    """The host-gw route set on the external interface; also DirectRouting for vxlan/ipip."""
+
+    def __init__(self, kernel: Kernel, backend: Backend) -> None:
+        self.kernel = kernel
+        self.backend = backend
+        self.unreachable: set[ipaddress.IPv4Network] = set()
+
+    @property
+    def ext_address(self) -> ipaddress.IPv4Interface:
+        ext = self.backend.ext
+        return ipaddress.IPv4Interface((ext.iface_addr, ext.prefixlen))
+
+    def reachable(self, lease: Lease) -> bool:
+        return on_link(self.ext_address, lease.attrs.public_ip)
+
+    def route(self, lease: Lease) -> Route:
+        return Route(lease.subnet, lease.attrs.public_ip, self.backend.ext.index, onlink=False)
+
+    def apply(self, lease: Lease) -> bool:
+        if not self.reachable(lease):
+            if lease.subnet not in self.unreachable:
+                log.error(
+                    "peer %s: public IP %s is not on-link on %s (%s); host-gw needs all nodes "
+                    "on one L2 network, use vxlan or ipip instead",
+                    lease.subnet,
+                    lease.attrs.public_ip,
+                    self.backend.ext.name,
+                    self.ext_address.network,
+                )
+            self.unreachable.add(lease.subnet)
+            return False
+        self.unreachable.discard(lease.subnet)
+        self.kernel.route_replace(self.route(lease))
+        return True
+
+    def remove(self, subnet: ipaddress.IPv4Network) -> None:
+        self.unreachable.discard(subnet)
+        for route in self.kernel.routes(subnet, oif=self.backend.ext.index):
+            if route.dst == subnet and route.gateway is not None:
+                self.kernel.route_delete(route)
+
+    def sync(self, wanted: Mapping[ipaddress.IPv4Network, Lease]) -> int:
+        """Routes via ext inside the Network: add missing, delete ours that are not wanted."""
+        repaired = 0
+        network = self.backend.config.network
+        current = {r.dst: r for r in self.kernel.routes(network, oif=self.backend.ext.index)}
+        for subnet, lease in wanted.items():
+            if current.get(subnet) != self.route(lease) and self.apply(lease):
+                repaired += 1
+        own = self.backend.own_lease.subnet if self.backend.own_lease else None
+        for dst, route in current.items():
+            if dst not in wanted and route.gateway is not None and dst != own:
+                self.kernel.route_delete(route)
+                repaired += 1
+        return repaired
