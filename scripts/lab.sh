@@ -22,17 +22,11 @@ BACKENDS=(vxlan udp host-gw ipip)
 REPORT="$REPO/build/lab/ping-matrix.txt"
 BOOT_TIMEOUT=120
 
-# systemd as PID 1 without --privileged (see scripts/node-smoke.sh); /var/lib/docker is an
-# anonymous volume (nested overlayfs), removed with the node (docker rm -v).
-NODE_RUN_FLAGS=(
-    --cap-add=ALL --cap-drop=SYS_RESOURCE
-    --security-opt seccomp=unconfined --security-opt apparmor=unconfined
-    --device /dev/net/tun
-    --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw
-    --tmpfs /run --tmpfs /run/lock
-    --stop-signal SIGRTMIN+3
-    -v /var/lib/docker
-)
+# systemd as PID 1 without --privileged; /var/lib/docker is an anonymous volume (nested
+# overlayfs does not work), removed with the node (docker rm -v).
+# shellcheck source=scripts/node-run-flags.sh
+. "$REPO/scripts/node-run-flags.sh"
+NODE_RUN_FLAGS+=(-v /var/lib/docker)
 
 log() { echo "lab: $*"; }
 die() { echo "lab: $*" >&2; exit 1; }

@@ -19,16 +19,9 @@ LABEL=pyflannel.smoke=1
 BOOT_TIMEOUT=90
 DOCKERD_TIMEOUT=60
 
-# systemd as PID 1 in a container without --privileged (CAP_SYS_RESOURCE is not in
-# root's bounding set here, so --privileged fails). SIGRTMIN+3 is systemd's "halt".
-NODE_RUN_FLAGS=(
-    --cap-add=ALL --cap-drop=SYS_RESOURCE
-    --security-opt seccomp=unconfined --security-opt apparmor=unconfined
-    --device /dev/net/tun
-    --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw
-    --tmpfs /run --tmpfs /run/lock
-    --stop-signal SIGRTMIN+3
-)
+# systemd as PID 1 in a container without --privileged.
+# shellcheck source=scripts/node-run-flags.sh
+. "$REPO/scripts/node-run-flags.sh"
 
 T0=$(date +%s.%N)
 PHASE_T=$T0
