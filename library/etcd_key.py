@@ -148,6 +148,7 @@ from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.etcd_gateway import (  # noqa: E402
+    CONNECTION_ARGUMENT_SPEC,
     EtcdGateway,
     EtcdGatewayError,
     KeyValue,
@@ -162,12 +163,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "value": {"type": "str"},
     "value_json": {"type": "raw"},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "ca_cert": {"type": "path"},
-    "client_cert": {"type": "path"},
-    "client_key": {"type": "path", "no_log": False},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "timeout": {"type": "float", "default": 5},
+    **CONNECTION_ARGUMENT_SPEC,
 }
 
 

@@ -198,6 +198,7 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.etcd_gateway import CONNECTION_ARGUMENT_SPEC  # noqa: E402
 
 try:
     from pyflannel.config import NetworkConfig
@@ -221,12 +222,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "public_ip": {"type": "str"},
     "subnet": {"type": "str"},
     "subnet_file": {"type": "str", "default": "/run/flannel/subnet.env"},
-    "ca_cert": {"type": "path"},
-    "client_cert": {"type": "path"},
-    "client_key": {"type": "path", "no_log": False},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "timeout": {"type": "float", "default": 5},
+    **CONNECTION_ARGUMENT_SPEC,
 }
 
 

@@ -27,6 +27,16 @@ from typing import Any
 
 API = "/v3"
 # gRPC status codes the gateway reports in its error body (etcd's rpctypes).
+# How modules reach etcd (etcd_key and flannel_lease take the same options).
+CONNECTION_ARGUMENT_SPEC: dict[str, Any] = {
+    "ca_cert": {"type": "path"},
+    "client_cert": {"type": "path"},
+    "client_key": {"type": "path", "no_log": False},
+    "username": {"type": "str"},
+    "password": {"type": "str", "no_log": True},
+    "timeout": {"type": "float", "default": 5},
+}
+
 _CODE_UNAUTHENTICATED = 16
 _INVALID_TOKEN = "invalid auth token"
 
