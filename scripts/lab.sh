@@ -10,7 +10,7 @@
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NODE_IMAGE=pyflannel-node:bookworm
+NODE_IMAGE=pyflannel-node:bookworm-plain
 NETWORK=pyflannel-lab
 BRIDGE=pyfl-lab
 # A documentation range the test machines do not use themselves (192.0.2.0/24 is their own

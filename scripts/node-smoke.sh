@@ -7,7 +7,7 @@
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NODE_IMAGE=pyflannel-node:bookworm
+NODE_IMAGE=pyflannel-node:bookworm-plain
 BUSYBOX_IMAGE=busybox:local
 BUSYBOX_ARCHIVE="$REPO/build/images/busybox-local.tar"
 NETWORK=pft-smoke
