@@ -92,10 +92,15 @@ start_nodes() {
 }
 
 wait_booted() {
-    local node state
+    local node state deadline=$((SECONDS + BOOT_TIMEOUT))
     for node in "${NODES[@]}"; do
-        state=$(timeout "$BOOT_TIMEOUT" docker exec "$node" systemctl is-system-running --wait ||
-            true)
+        # Until systemd's bus is up, systemctl prints nothing and gives up at once: ask again.
+        while :; do
+            state=$(timeout "$BOOT_TIMEOUT" docker exec "$node" systemctl is-system-running \
+                --wait 2>/dev/null || true)
+            [ -z "$state" ] && [ "$SECONDS" -lt "$deadline" ] || break
+            sleep 1
+        done
         case "$state" in
             running | degraded) ;;
             *) die "$node: systemd did not boot within ${BOOT_TIMEOUT}s (state '${state:-none}')" ;;
