@@ -9,13 +9,13 @@
 #                                  busybox-static .deb), also saved as
 #                                  build/images/busybox-local.tar for air-gapped loading
 # Present images are reused; --force rebuilds both. Needs root and a running dockerd
-# (scripts/ensure-dockerd.sh). PYFLANNEL_BUSYBOX_IMAGE builds busybox under another tag.
+# (scripts/ensure-dockerd.sh).
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$REPO/build"
 NODE_IMAGE=pyflannel-node:bookworm-plain
-BUSYBOX_IMAGE=${PYFLANNEL_BUSYBOX_IMAGE:-busybox:local}
+BUSYBOX_IMAGE=busybox:local
 BUSYBOX_ARCHIVE="$BUILD/images/busybox-local.tar"
 RIG_PACKAGES="$REPO/scripts/rig-packages.txt"
 SUITE=bookworm
