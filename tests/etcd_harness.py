@@ -104,14 +104,21 @@ def free_ports(count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM file paths: a CA, a server and a client cert signed by it, and an unrelated CA."""
+    """PEM file paths: a CA (and its key), a server and a client cert signed by it, and an
+    unrelated CA (and its key) for certificates etcd must refuse."""
 
     ca: str
+    ca_key: str
     server_cert: str
     server_key: str
     client_cert: str
     client_key: str
     other_ca: str
+    other_ca_key: str
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.ca).parent
 
 
 def _name(common_name: str) -> x509.Name:
@@ -133,16 +140,22 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _builder(subject: str, issuer: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+def _builder(
+    subject: str, issuer: x509.Name, public_key: Any, expired: bool = False
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
+    if expired:  # valid for a day that ended an hour ago
+        start, end = now - datetime.timedelta(days=1, hours=1), now - datetime.timedelta(hours=1)
+    else:
+        start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=2)
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_before(start)
+        .not_valid_after(end)
     )
 
 
@@ -170,25 +183,39 @@ def _make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivat
     return cert, key
 
 
+SERVER_SANS = (HOST, "localhost")
+
+
 def _make_leaf(
     common_name: str,
     ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
     usages: list[x509.ObjectIdentifier],
-    server: bool,
+    sans: Sequence[str] = (),
+    expired: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        _builder(common_name, ca_cert.subject, key.public_key())
+        _builder(common_name, ca_cert.subject, key.public_key(), expired)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
-    if server:
-        san = x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
-        )
-        builder = builder.add_extension(san, critical=False)
+    if sans:
+        names: list[x509.GeneralName] = []
+        for san in sans:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(san)))
+            except ValueError:
+                names.append(x509.DNSName(san))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _load_ca(cert_path: str, key_path: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
 
 
 def make_tls(directory: str | Path) -> TlsFiles:
@@ -196,29 +223,57 @@ def make_tls(directory: str | Path) -> TlsFiles:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     ca = _make_ca("pyflannel test CA")
-    other_cert, _ = _make_ca("unrelated test CA")
+    other = _make_ca("unrelated test CA")
     server = _make_leaf(
         "etcd-server",
         ca,
         [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        server=True,
+        sans=SERVER_SANS,
     )
-    client = _make_leaf("flannel-client", ca, [ExtendedKeyUsageOID.CLIENT_AUTH], server=False)
+    client = _make_leaf("flannel-client", ca, [ExtendedKeyUsageOID.CLIENT_AUTH])
     files = TlsFiles(
         ca=str(out / "ca.pem"),
+        ca_key=str(out / "ca-key.pem"),
         server_cert=str(out / "server.pem"),
         server_key=str(out / "server-key.pem"),
         client_cert=str(out / "client.pem"),
         client_key=str(out / "client-key.pem"),
         other_ca=str(out / "other-ca.pem"),
+        other_ca_key=str(out / "other-ca-key.pem"),
     )
-    _write_cert(Path(files.ca), ca[0])
-    _write_cert(Path(files.server_cert), server[0])
-    _write_key(Path(files.server_key), server[1])
-    _write_cert(Path(files.client_cert), client[0])
-    _write_key(Path(files.client_key), client[1])
-    _write_cert(Path(files.other_ca), other_cert)
+    for cert_path, key_path, (cert, key) in (
+        (files.ca, files.ca_key, ca),
+        (files.server_cert, files.server_key, server),
+        (files.client_cert, files.client_key, client),
+        (files.other_ca, files.other_ca_key, other),
+    ):
+        _write_cert(Path(cert_path), cert)
+        _write_key(Path(key_path), key)
     return files
+
+
+def issue_cert(
+    tls: TlsFiles,
+    name: str,
+    *,
+    by_other_ca: bool = False,
+    expired: bool = False,
+    server_sans: Sequence[str] | None = None,
+) -> tuple[str, str]:
+    """Write `<name>.pem` and `<name>-key.pem` next to `tls`'s files; returns their paths.
+
+    A client certificate unless `server_sans` is given (then a server+client one with those
+    SANs); signed by the test CA, or by the unrelated CA with `by_other_ca`.
+    """
+    ca = _load_ca(tls.other_ca, tls.other_ca_key) if by_other_ca else _load_ca(tls.ca, tls.ca_key)
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server_sans is not None:
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    cert, key = _make_leaf(name, ca, usages, sans=server_sans or (), expired=expired)
+    cert_path, key_path = tls.directory / f"{name}.pem", tls.directory / f"{name}-key.pem"
+    _write_cert(cert_path, cert)
+    _write_key(key_path, key)
+    return str(cert_path), str(key_path)
 
 
 # -- one etcd process ---------------------------------------------------------------------
@@ -372,7 +427,11 @@ class EtcdServer:
         """True when GET /health says the member has a leader (False on any error)."""
         context = None
         if self.tls:
-            context = ssl.create_default_context(cafile=self.tls.ca)
+            # A readiness probe, not a TLS test: the server certificate is not verified, so a
+            # server with a deliberately wrong certificate (other CA, wrong SAN) still starts.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
             context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
         try:
             with urllib.request.urlopen(
