@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 # OpenSSL verify codes (X509_V_ERR_*) of a server certificate we refuse.
@@ -146,7 +147,7 @@ def diagnose(url: str, files: TlsFiles, names: OptionNames, timeout: float) -> s
     except TlsFileError as exc:
         return str(exc)
     if parts.scheme == "https":
-        return _diagnose_https(url, host, port, files, names, timeout)
+        return _Probe(url, host, port, files, names, timeout).https()
     if _speaks_tls(host, port, timeout):
         return (
             f"etcd at {url} speaks TLS, not plain HTTP; write https://{parts.netloc} in "
@@ -168,46 +169,6 @@ def _client_context(files: TlsFiles, check_hostname: bool = True) -> ssl.SSLCont
     if files.certfile and files.keyfile:
         context.load_cert_chain(files.certfile, files.keyfile, password=_no_password)
     return context
-
-
-def _diagnose_https(
-    url: str, host: str, port: int, files: TlsFiles, names: OptionNames, timeout: float
-) -> str | None:
-    sock = _connect(host, port, timeout)
-    if sock is None:
-        return None
-    try:
-        try:
-            conn = _client_context(files).wrap_socket(sock, server_hostname=host)
-        except ssl.SSLCertVerificationError as exc:
-            return _server_refused(url, host, port, files, names, exc, timeout)
-        except (ssl.SSLError, ConnectionError) as exc:
-            if _speaks_plain_http(host, port, timeout):
-                return (
-                    f"etcd at {url} answers plain HTTP, not TLS; write "
-                    f"http://{urlsplit(url).netloc} in {names.endpoints}, or turn on TLS in "
-                    "etcd (--cert-file, --key-file)"
-                )
-            if _is_alert(exc):  # TLS 1.2: the server refuses our certificate in the handshake
-                return _client_refused(url, files, names)
-            return f"TLS handshake with etcd at {url} failed: {_ssl_reason(exc)}"
-        except OSError:
-            return None  # a timeout: the caller says unreachable
-        sock = conn
-        # TLS 1.3: etcd checks our certificate after our handshake is done; its verdict (an
-        # alert or a closed connection) arrives with the first read.
-        try:
-            conn.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            answer = conn.recv(_PROBE_BYTES)
-        except (ssl.SSLError, ConnectionError):
-            return _client_refused(url, files, names)
-        except OSError:
-            return None
-        if not answer:
-            return _client_refused(url, files, names)
-        return None
-    finally:
-        sock.close()
 
 
 def _is_alert(exc: BaseException) -> bool:
@@ -245,53 +206,95 @@ def _speaks_tls(host: str, port: int, timeout: float) -> bool:
         sock.close()
 
 
-def _server_refused(
-    url: str,
-    host: str,
-    port: int,
-    files: TlsFiles,
-    names: OptionNames,
-    exc: ssl.SSLCertVerificationError,
-    timeout: float,
-) -> str:
-    ca = f"the CA in {names.ca} ({files.cafile})" if files.cafile else "any CA this host trusts"
-    code = exc.verify_code
-    if code in _HOSTNAME_MISMATCH:
-        sans = _server_names(host, port, files, timeout)
-        listed = f" (it names {', '.join(sans)})" if sans else ""
-        return (
-            f"etcd at {url} presents a server certificate that is not valid for {host}{listed}; "
-            f"reach etcd by a name or address in its certificate ({names.endpoints}) or reissue "
-            f"etcd's certificate with {host} in its subject alternative names"
-        )
-    if code == _EXPIRED:
-        return f"etcd at {url} presents an expired server certificate; renew etcd's certificate"
-    if code == _NOT_YET_VALID:
-        return (
-            f"etcd at {url} presents a server certificate that is not valid yet; check the "
-            "clocks of this host and of etcd"
-        )
-    if code in _UNKNOWN_ISSUER:
-        return (
-            f"we refused etcd at {url}: its server certificate is not signed by {ca}; give the "
-            f"CA that issued etcd's certificate as {names.ca}"
-        )
-    return f"we refused etcd at {url}: its server certificate fails verification: {exc.verify_message}"
+@dataclass(frozen=True)
+class _Probe:
+    """One https endpoint to look at with our TLS files."""
 
+    url: str
+    host: str
+    port: int
+    files: TlsFiles
+    names: OptionNames
+    timeout: float
 
-def _server_names(host: str, port: int, files: TlsFiles, timeout: float) -> list[str]:
-    """The SANs of the server certificate (its chain is fine, only its names are wrong)."""
-    sock = _connect(host, port, timeout)
-    if sock is None:
-        return []
-    try:
-        with _client_context(files, check_hostname=False).wrap_socket(sock) as conn:
-            cert = conn.getpeercert() or {}
-        return [str(value) for _kind, value in cert.get("subjectAltName", ())]
-    except OSError:
-        return []
-    finally:
-        sock.close()
+    def https(self) -> str | None:
+        sock = _connect(self.host, self.port, self.timeout)
+        if sock is None:
+            return None
+        try:
+            try:
+                conn = _client_context(self.files).wrap_socket(sock, server_hostname=self.host)
+            except ssl.SSLCertVerificationError as exc:
+                return self._server_refused(exc)
+            except (ssl.SSLError, ConnectionError) as exc:
+                if _speaks_plain_http(self.host, self.port, self.timeout):
+                    return (
+                        f"etcd at {self.url} answers plain HTTP, not TLS; write "
+                        f"http://{urlsplit(self.url).netloc} in {self.names.endpoints}, or turn "
+                        "on TLS in etcd (--cert-file, --key-file)"
+                    )
+                if _is_alert(exc):  # TLS 1.2: the server refuses our certificate in the handshake
+                    return _client_refused(self.url, self.files, self.names)
+                return f"TLS handshake with etcd at {self.url} failed: {_ssl_reason(exc)}"
+            except OSError:
+                return None  # a timeout: the caller says unreachable
+            sock = conn
+            # TLS 1.3: etcd checks our certificate after our handshake is done; its verdict (an
+            # alert or a closed connection) arrives with the first read.
+            try:
+                conn.sendall(f"GET /health HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+                answer = conn.recv(_PROBE_BYTES)
+            except (ssl.SSLError, ConnectionError):
+                return _client_refused(self.url, self.files, self.names)
+            except OSError:
+                return None
+            return None if answer else _client_refused(self.url, self.files, self.names)
+        finally:
+            sock.close()
+
+    def _server_refused(self, exc: ssl.SSLCertVerificationError) -> str:
+        url, names, files = self.url, self.names, self.files
+        code = exc.verify_code
+        if code in _HOSTNAME_MISMATCH:
+            sans = self._server_names()
+            listed = f" (it names {', '.join(sans)})" if sans else ""
+            return (
+                f"etcd at {url} presents a server certificate that is not valid for "
+                f"{self.host}{listed}; reach etcd by a name or address in its certificate "
+                f"({names.endpoints}) or reissue etcd's certificate with {self.host} in its "
+                "subject alternative names"
+            )
+        if code == _EXPIRED:
+            return f"etcd at {url} presents an expired server certificate; renew etcd's certificate"
+        if code == _NOT_YET_VALID:
+            return (
+                f"etcd at {url} presents a server certificate that is not valid yet; check the "
+                "clocks of this host and of etcd"
+            )
+        if code in _UNKNOWN_ISSUER:
+            ca = f"the CA in {names.ca} ({files.cafile})" if files.cafile else "a CA we trust"
+            return (
+                f"we refused etcd at {url}: its server certificate is not signed by {ca}; give "
+                f"the CA that issued etcd's certificate as {names.ca}"
+            )
+        return (
+            f"we refused etcd at {url}: its server certificate fails verification: "
+            f"{exc.verify_message}"
+        )
+
+    def _server_names(self) -> list[str]:
+        """The SANs of the server certificate (its chain is fine, only its names are wrong)."""
+        sock = _connect(self.host, self.port, self.timeout)
+        if sock is None:
+            return []
+        try:
+            with _client_context(self.files, check_hostname=False).wrap_socket(sock) as conn:
+                cert: dict[str, Any] = dict(conn.getpeercert() or {})
+            return [str(value) for _kind, value in cert.get("subjectAltName", ())]
+        except OSError:
+            return []
+        finally:
+            sock.close()
 
 
 def _client_refused(url: str, files: TlsFiles, names: OptionNames) -> str:
