@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -619,6 +619,134 @@ def start_cluster(size: int = 3, extra_args: Sequence[str] = ()) -> EtcdCluster:
     except BaseException:
         cluster.cleanup()
         raise
+
+
+# -- TLS failure cases ----------------------------------------------------------------------
+
+WRONG_SANS = ("etcd.example", "198.51.100.7")
+
+
+@dataclass(frozen=True)
+class TlsCase:
+    """One way TLS to etcd goes wrong, and the words each tool's one-line message must hold.
+
+    `words` are templates: {ca}, {cert}, {key}, {endpoints} become the tool's option names
+    (flags or module options), {url}/{netloc} the endpoint, {certfile}/{keyfile}/{cafile}
+    the files. `local` cases are our own bad files (a usage error, no endpoint named).
+    """
+
+    name: str
+    url: str
+    cafile: str | None
+    certfile: str | None
+    keyfile: str | None
+    words: tuple[str, ...]
+    local: bool = False
+
+    def expected(self, ca: str, cert: str, key: str, endpoints: str) -> list[str]:
+        netloc = self.url.split("//", 1)[1]
+        values = {
+            "ca": ca, "cert": cert, "key": key, "endpoints": endpoints, "url": self.url,
+            "netloc": netloc, "certfile": self.certfile, "keyfile": self.keyfile,
+            "cafile": self.cafile,
+        }  # fmt: skip
+        words = [word.format(**values) for word in self.words]
+        return words if self.local else [self.url, *words]
+
+
+@dataclass
+class TlsLab:
+    """Real etcd servers for every TLS failure case, and the certificates they need.
+
+    - `etcd`: TLS with client-cert-auth and the right certificate (the one to refuse us);
+    - `plain`: plain http;
+    - `foreign`: serves a certificate from the unrelated CA;
+    - `misnamed`: serves a certificate of our CA whose SANs miss 127.0.0.1.
+    """
+
+    tls: TlsFiles
+    servers: dict[str, EtcdServer] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, directory: Path) -> TlsLab:
+        lab = cls(make_tls(directory))
+        try:
+            foreign = issue_cert(
+                lab.tls, "foreign-server", by_other_ca=True, server_sans=SERVER_SANS
+            )
+            misnamed = issue_cert(lab.tls, "misnamed-server", server_sans=WRONG_SANS)
+            lab.servers["etcd"] = start_server(tls=lab.tls)
+            lab.servers["plain"] = start_server()
+            for name, (cert, key) in (("foreign", foreign), ("misnamed", misnamed)):
+                lab.servers[name] = start_server(
+                    tls=replace(lab.tls, server_cert=cert, server_key=key)
+                )
+        except BaseException:
+            lab.cleanup()
+            raise
+        return lab
+
+    def url(self, name: str) -> str:
+        return self.servers[name].client_url
+
+    def cases(self) -> list[TlsCase]:
+        tls = self.tls
+        other_cert, other_key = issue_cert(tls, "other-ca-client", by_other_ca=True)
+        old_cert, old_key = issue_cert(tls, "expired-client", expired=True)
+        not_a_cert = tls.directory / "not-a-cert.pem"
+        not_a_cert.write_text("this is not a certificate\n")
+        missing = str(tls.directory / "missing.pem")
+        etcd, plain = self.url("etcd"), self.url("plain")
+        good = (tls.ca, tls.client_cert, tls.client_key)
+        return [
+            TlsCase(
+                "no-client-cert", etcd, tls.ca, None, None,
+                ("requires a client certificate", "we sent none", "{cert}", "{key}"),
+            ),
+            TlsCase(
+                "client-cert-of-other-ca", etcd, tls.ca, other_cert, other_key,
+                ("refused our client certificate {certfile}", "not signed by the CA in {ca}",
+                 "--trusted-ca-file", "use a certificate issued by etcd's CA"),
+            ),
+            TlsCase(
+                "expired-client-cert", etcd, tls.ca, old_cert, old_key,
+                ("refused our client certificate {certfile}", "it has expired", "renew it"),
+            ),
+            TlsCase(
+                "server-cert-of-other-ca", self.url("foreign"), *good,
+                ("we refused etcd", "server certificate is not signed by the CA in {ca}",
+                 "{cafile}"),
+            ),
+            TlsCase(
+                "server-name-not-in-sans", self.url("misnamed"), *good,
+                ("server certificate that is not valid for 127.0.0.1", "etcd.example",
+                 "198.51.100.7", "{endpoints}", "subject alternative names"),
+            ),
+            TlsCase(
+                "http-to-tls-port", etcd.replace("https://", "http://"), *good,
+                ("speaks TLS, not plain HTTP", "write https://{netloc} in {endpoints}"),
+            ),
+            TlsCase(
+                "https-to-plain-port", plain.replace("http://", "https://"), *good,
+                ("answers plain HTTP, not TLS", "write http://{netloc} in {endpoints}"),
+            ),
+            TlsCase(
+                "cert-file-missing", etcd, tls.ca, missing, tls.client_key,
+                ("{cert}: cannot read {certfile}", "No such file"), local=True,
+            ),
+            TlsCase(
+                "key-not-of-cert", etcd, tls.ca, tls.client_cert, tls.server_key,
+                ("{key}: {keyfile} is not the private key of {cert} {certfile}",), local=True,
+            ),
+            TlsCase(
+                "ca-not-a-cert", etcd, str(not_a_cert), tls.client_cert, tls.client_key,
+                ("{ca}: {cafile} holds no PEM certificate",), local=True,
+            ),
+        ]  # fmt: skip
+
+    def cleanup(self) -> None:
+        for server in self.servers.values():
+            server.cleanup()
 
 
 # -- clients ------------------------------------------------------------------------------
