@@ -229,10 +229,11 @@ class EtcdGateway:
         """Why TLS to `url` failed, when it did (see etcd_tls); None for other failures."""
         if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
             exc = exc.reason
-        if isinstance(exc, TimeoutError | socket.timeout | ConnectionRefusedError | ValueError):
+        if isinstance(exc, ssl.SSLError):
+            return diagnose(url, self._tls, MODULE_OPTIONS, self.timeout)
+        unreachable = TimeoutError | ConnectionRefusedError | socket.gaierror
+        if isinstance(exc, unreachable | ValueError):  # ValueError: an answer that is not JSON
             return None  # unreachable or not etcd: no TLS question to answer
-        if isinstance(exc, socket.gaierror):
-            return None
         return diagnose(url, self._tls, MODULE_OPTIONS, self.timeout)
 
     # -- keys -----------------------------------------------------------------------------
