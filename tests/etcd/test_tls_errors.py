@@ -12,15 +12,20 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
 from pyflannel import ctl
+from pyflannel.daemon import Agent
+from pyflannel.flags import parse_flags
 from pyflannel.store import EtcdOptions, Store, StoreTlsError, StoreTlsFileError
-from tests.etcd_harness import TlsCase, TlsLab
+from pyflannel.subnet.manager import SubnetManager
+from tests.etcd_harness import TlsCase, TlsLab, free_ports, issue_cert
 
 pytestmark = pytest.mark.etcd
 
@@ -175,3 +180,56 @@ def test_flanneld_exits_at_startup_with_one_line(case: TlsCase, tmp_path: Path) 
     assert len(errors) == 1, proc.stderr
     assert_message(errors[0], case)
     assert not (tmp_path / "subnet.env").exists()
+
+
+# -- which failures are fatal --------------------------------------------------------------
+
+
+def test_flanneld_waits_for_an_unreachable_etcd_but_not_for_a_refusal(lab: TlsLab) -> None:
+    """The startup check: an etcd that is not there yet is waited for (no error), a TLS
+    refusal ends the agent. (Its step on its own: the rest of startup touches the kernel.)"""
+    tls = lab.tls
+    good = ["--etcd-cafile", tls.ca, "--etcd-certfile", tls.client_cert]
+    good += ["--etcd-keyfile", tls.client_key, "--etcd-timeout", "1"]
+    dead = f"https://127.0.0.1:{free_ports(1)[0]}"
+    for endpoints, fatal in ((dead, False), (lab.url("foreign"), True)):
+        agent = Agent(parse_flags(["--etcd-endpoints", endpoints, *good], {}))
+        agent.store = Store(
+            EtcdOptions((endpoints,), tls.ca, tls.client_cert, tls.client_key, timeout=1)
+        )
+        try:
+            if fatal:
+                with pytest.raises(StoreTlsError, match="we refused etcd"):
+                    agent._check_etcd_tls()
+            else:
+                agent._check_etcd_tls()
+        finally:
+            agent.store.close()
+
+
+def test_a_running_agent_retries_and_picks_up_a_renewed_certificate(lab: TlsLab) -> None:
+    """Once running, a refusal is an outage like any other: the config wait retries it, and
+    the next connection reads the certificate files again, so a renewal needs no restart."""
+    tls = lab.tls
+    cert, key = issue_cert(tls, "renewed-later", expired=True)
+    options = EtcdOptions((lab.url("etcd"),), tls.ca, cert, key, timeout=2)
+    with Store(options) as store:
+        manager = SubnetManager(store, "/tls-renewal")
+        stop = threading.Event()
+        attempts: list[float] = []
+
+        def count() -> None:
+            attempts.append(time.monotonic())
+            if len(attempts) >= 2:
+                stop.set()
+
+        assert manager.wait_for_config(stop, first_delay=0.05, on_wait=count) is None
+        assert len(attempts) >= 2  # retried, did not raise
+        with pytest.raises(StoreTlsError, match="it has expired"):
+            store.get("/tls-renewal/config")
+
+        fresh_cert, fresh_key = issue_cert(tls, "fresh-client")
+        Path(cert).write_bytes(Path(fresh_cert).read_bytes())  # renewed in place
+        Path(key).write_bytes(Path(fresh_key).read_bytes())
+        store.put("/tls-renewal/config", '{"Network":"10.5.0.0/16"}')
+        assert manager.get_config().network == IPv4Network("10.5.0.0/16")
