@@ -406,15 +406,21 @@ class Store:
         Raises StoreUnavailableError when no endpoint accepts the watch.
         """
         errors: list[str] = []
+        kind: type[StoreUnavailableError] = StoreUnavailableError
         for _ in range(len(self._endpoints)):
             endpoint = self._endpoints[self._current]
             try:
                 return Watch(endpoint, prefix, start_revision, self.options.timeout)
+            except StoreTlsError as exc:
+                errors.append(str(exc))
+                kind = StoreTlsError
+                endpoint.reset()
+                self._rotate(endpoint)
             except (StoreUnavailableError, *_UNREACHABLE) as exc:
                 errors.append(f"{endpoint.url}: {exc}")
                 endpoint.reset()
                 self._rotate(endpoint)
-        raise StoreUnavailableError(f"etcd watch: no endpoint reachable ({'; '.join(errors)})")
+        raise kind(f"etcd watch: no endpoint reachable ({'; '.join(errors)})")
 
     def mark_failed(self, watch: Watch) -> None:
         """After a watch broke: drop that endpoint's connection and move to the next one."""
@@ -510,6 +516,9 @@ class Watch:
             if self._done.is_set():
                 return None
             self._done.set()  # ends the request generator; its gRPC thread would wait forever
+            tls_problem = self.endpoint.tls_problem(_reason(exc))
+            if tls_problem is not None:
+                raise StoreTlsError(f"etcd watch broken: {tls_problem}") from None
             raise StoreUnavailableError(
                 f"etcd {self.endpoint.url}: watch broken: {exc.code().name}"
             ) from None

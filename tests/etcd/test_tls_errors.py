@@ -233,3 +233,16 @@ def test_a_running_agent_retries_and_picks_up_a_renewed_certificate(lab: TlsLab)
         Path(key).write_bytes(Path(fresh_key).read_bytes())
         store.put("/tls-renewal/config", '{"Network":"10.5.0.0/16"}')
         assert manager.get_config().network == IPv4Network("10.5.0.0/16")
+
+
+def test_a_watch_says_what_is_wrong_too(lab: TlsLab) -> None:
+    """The agent's lease watch logs the same line when it cannot (re)open its stream."""
+    tls = lab.tls
+    cert, key = issue_cert(tls, "expired-watcher", expired=True)
+    options = EtcdOptions((lab.url("etcd"),), tls.ca, cert, key, timeout=2)
+    with Store(options) as store, pytest.raises(StoreTlsError) as caught:
+        store.watch_prefix("/tls-watch/", 1)
+    message = str(caught.value)
+    assert "\n" not in message and "TSI_" not in message
+    assert f"etcd at {lab.url('etcd')} refused our client certificate {cert}" in message
+    assert "it has expired" in message
