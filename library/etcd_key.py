@@ -56,11 +56,14 @@ options:
     type: path
   client_cert:
     description:
-      - Client certificate (PEM) for etcd's client certificate authentication.
+      - Client certificate (PEM) for etcd's client certificate authentication
+        (etcd's C(--client-cert-auth)), issued by a CA in etcd's C(--trusted-ca-file).
+      - Required together with O(client_key).
     type: path
   client_key:
     description:
-      - Private key (PEM) of O(client_cert); omit when it is in the same file.
+      - Unencrypted private key (PEM) of O(client_cert).
+      - Required together with O(client_cert).
     type: path
   username:
     description:
@@ -87,6 +90,9 @@ notes:
   - The agent itself (pyflannel) talks gRPC to etcd; this module is the provisioner's access.
   - etcd 3.4 serves the gateway under C(/v3/) and C(/v3beta/); etcd 3.5 and later under
     C(/v3/) only. This module uses C(/v3/).
+  - When TLS to etcd fails, the task fails with one line saying which side refused what and
+    what to do (for example an expired client certificate, a client certificate from another
+    CA, a server certificate without this endpoint's name, or C(http://) to a TLS port).
 seealso:
   - module: flannel_lease
 """
@@ -149,6 +155,7 @@ from typing import Any  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.etcd_gateway import (  # noqa: E402
     CONNECTION_ARGUMENT_SPEC,
+    CONNECTION_REQUIRED_TOGETHER,
     EtcdGateway,
     EtcdGatewayError,
     KeyValue,
@@ -279,7 +286,7 @@ def main() -> None:
         argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[("value", "value_json")],
         required_if=[("state", "present", ("value", "value_json"), True)],
-        required_together=[("username", "password")],
+        required_together=CONNECTION_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     try:

@@ -69,11 +69,14 @@ options:
     type: path
   client_cert:
     description:
-      - Client certificate (PEM) for etcd's client certificate authentication.
+      - Client certificate (PEM) for etcd's client certificate authentication
+        (etcd's C(--client-cert-auth)), issued by a CA in etcd's C(--trusted-ca-file).
+      - Required together with O(client_key).
     type: path
   client_key:
     description:
-      - Private key (PEM) of O(client_cert).
+      - Unencrypted private key (PEM) of O(client_cert).
+      - Required together with O(client_cert).
     type: path
   username:
     description:
@@ -97,6 +100,9 @@ attributes:
     support: none
 notes:
   - The network config (C(<prefix>/config)) must exist for V(inspect) and V(reserved).
+  - When TLS to etcd fails, the task fails with one line saying which side refused what and
+    what to do (for example an expired client certificate, a client certificate from another
+    CA, a server certificate without this endpoint's name, or C(http://) to a TLS port).
 seealso:
   - module: etcd_key
 """
@@ -198,7 +204,10 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.etcd_gateway import CONNECTION_ARGUMENT_SPEC  # noqa: E402
+from ansible.module_utils.etcd_gateway import (  # noqa: E402
+    CONNECTION_ARGUMENT_SPEC,
+    CONNECTION_REQUIRED_TOGETHER,
+)
 
 try:
     from pyflannel.config import NetworkConfig
@@ -207,6 +216,7 @@ try:
     from pyflannel.subnet.lease import Lease, subnet_key, subnets_prefix
     from pyflannel.subnet.manager import SubnetManager
     from pyflannel.subnetenv import SubnetEnv, load_subnet_env
+    from pyflannel.tlscheck import MODULE_OPTIONS
 except ImportError as exc:
     PYFLANNEL_IMPORT_ERROR: str | None = str(exc)
     Store = object  # type: ignore[misc,assignment]  # keeps the class below importable
@@ -303,6 +313,7 @@ def store_options(params: dict[str, Any]) -> EtcdOptions:
         username=params["username"],
         password=params["password"],
         timeout=float(params["timeout"]),
+        option_names=MODULE_OPTIONS,  # messages name ca_cert, client_cert, client_key
     )
 
 
@@ -459,7 +470,7 @@ def main() -> None:
             ("state", "reserved", ("public_ip", "subnet")),
             ("state", "released", ("public_ip", "subnet")),
         ],
-        required_together=[("username", "password")],
+        required_together=CONNECTION_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     if PYFLANNEL_IMPORT_ERROR is not None:

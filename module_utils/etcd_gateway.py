@@ -10,7 +10,8 @@ with a CA and client certificate, and username/password authentication (the toke
 `Authorization` header; simple tokens are per member, so one per endpoint). The gateway encodes
 keys and values as base64 and 64-bit integers as JSON strings, and omits zero values.
 
-Every error is an `EtcdGatewayError` whose message is one line naming the endpoint(s).
+Every error is an `EtcdGatewayError` whose message is one line naming the endpoint(s). When TLS
+fails, `etcd_tls` (the agent's pyflannel/tlscheck.py, linked) says which side refused what.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from ansible.module_utils.etcd_tls import (
+    MODULE_OPTIONS,
+    TlsFileError,
+    TlsFiles,
+    check_files,
+    diagnose,
+)
+
 API = "/v3"
-# gRPC status codes the gateway reports in its error body (etcd's rpctypes).
-# How modules reach etcd (etcd_key and flannel_lease take the same options).
+# How modules reach etcd (etcd_key and flannel_lease take the same options and rules).
 CONNECTION_ARGUMENT_SPEC: dict[str, Any] = {
     "ca_cert": {"type": "path"},
     "client_cert": {"type": "path"},
@@ -36,6 +44,9 @@ CONNECTION_ARGUMENT_SPEC: dict[str, Any] = {
     "password": {"type": "str", "no_log": True},
     "timeout": {"type": "float", "default": 5},
 }
+CONNECTION_REQUIRED_TOGETHER = [("client_cert", "client_key"), ("username", "password")]
+
+# gRPC status codes the gateway reports in its error body (etcd's rpctypes).
 
 _CODE_UNAUTHENTICATED = 16
 _INVALID_TOKEN = "invalid auth token"
@@ -138,7 +149,7 @@ class EtcdGateway:
         self.username = username
         self.password = password
         self.timeout = float(timeout)
-        self._tls = (ca_cert, client_cert, client_key)
+        self._tls = TlsFiles(ca_cert or None, client_cert or None, client_key or None)
         self._context: ssl.SSLContext | None = None
         self._tokens: dict[str, str] = {}
 
@@ -146,23 +157,13 @@ class EtcdGateway:
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
-            ca_cert, client_cert, client_key = self._tls
-            if client_key and not client_cert:
-                raise EtcdGatewayError("client_key needs client_cert as well")
             try:
-                context = ssl.create_default_context(cafile=ca_cert or None)
-            except (OSError, ssl.SSLError) as exc:
-                raise EtcdGatewayError(
-                    f"ca_cert: cannot load {ca_cert}: {_reason(exc, 0)}"
-                ) from None
-            if client_cert:
-                try:
-                    context.load_cert_chain(client_cert, client_key or None)
-                except (OSError, ssl.SSLError) as exc:
-                    raise EtcdGatewayError(
-                        f"client_cert/client_key: cannot load {client_cert}"
-                        f"{' / ' + client_key if client_key else ''}: {_reason(exc, 0)}"
-                    ) from None
+                check_files(self._tls, MODULE_OPTIONS)
+            except TlsFileError as exc:
+                raise EtcdGatewayError(str(exc)) from None
+            context = ssl.create_default_context(cafile=self._tls.cafile)
+            if self._tls.certfile and self._tls.keyfile:
+                context.load_cert_chain(self._tls.certfile, self._tls.keyfile)
             self._context = context
         return self._context
 
@@ -196,6 +197,7 @@ class EtcdGateway:
     def call(self, path: str, body: dict[str, Any], what: str) -> Any:
         """POST `body` to `path` on the first endpoint that answers; `what` names it in errors."""
         failures: list[str] = []
+        tls_failures: list[str] = []
         for url in self.endpoints:
             for attempt in range(2):  # a second time only after a rejected (expired) token
                 try:
@@ -211,12 +213,28 @@ class EtcdGateway:
                     raise EtcdGatewayError(f"etcd {url}: {what} failed: {message}") from None
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     # URLError, timeouts, TLS failures, a non-JSON answer: try the next member.
-                    failures.append(f"{url}: {_reason(exc, self.timeout)}")
+                    tls_problem = self._tls_problem(url, exc)
+                    if tls_problem:
+                        tls_failures.append(tls_problem)
+                    failures.append(tls_problem or f"{url}: {_reason(exc, self.timeout)}")
                     break
+        if tls_failures and len(tls_failures) == len(failures):
+            raise EtcdUnavailableError(f"etcd {what} failed: {'; '.join(tls_failures)}")
         raise EtcdUnavailableError(
             f"etcd {what}: no endpoint reachable ({'; '.join(failures)}); check the endpoints, "
             "TLS settings and that etcd is running"
         )
+
+    def _tls_problem(self, url: str, exc: BaseException) -> str | None:
+        """Why TLS to `url` failed, when it did (see etcd_tls); None for other failures."""
+        if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+            exc = exc.reason
+        if isinstance(exc, ssl.SSLError):
+            return diagnose(url, self._tls, MODULE_OPTIONS, self.timeout)
+        unreachable = TimeoutError | ConnectionRefusedError | socket.gaierror
+        if isinstance(exc, unreachable | ValueError):  # ValueError: an answer that is not JSON
+            return None  # unreachable or not etcd: no TLS question to answer
+        return diagnose(url, self._tls, MODULE_OPTIONS, self.timeout)
 
     # -- keys -----------------------------------------------------------------------------
 

@@ -39,8 +39,8 @@ from pyflannel.flags import DaemonOptions, parse_flags, usage
 from pyflannel.health import AgentState, HealthServer
 from pyflannel.iface import choose_interface, ensure_ip_forward
 from pyflannel.sdnotify import notify
-from pyflannel.store import EtcdOptions, Store
-from pyflannel.subnet.lease import Lease, LeaseAttrs
+from pyflannel.store import EtcdOptions, Store, StoreTlsError
+from pyflannel.subnet.lease import Lease, LeaseAttrs, config_key
 from pyflannel.subnet.manager import LeaseLostError, LeaseSettings, SubnetManager
 from pyflannel.subnet.watch import LeaseEvent, LeaseWatcher
 from pyflannel.subnetenv import SubnetEnv, load_subnet_env, write_subnet_env
@@ -102,9 +102,27 @@ class Agent:
             LeaseSettings(ttl=self.opts.subnet_lease_ttl, renew_margin=margin),
         )
         try:
+            self._check_etcd_tls()
             return self._serve(manager)
         finally:
             self._shutdown()
+
+    def _check_etcd_tls(self) -> None:
+        """Exit at startup when TLS to etcd cannot work; wait when etcd is just not there yet.
+
+        A refused certificate, a server certificate we refuse, http/https mixed up or a bad
+        TLS file does not go away by waiting: the agent logs one line and exits (1, or 2 for a
+        bad file), and systemd's restart reads the files again. An unreachable etcd is waited
+        for (wait_for_config). Once running, TLS errors are retried like any outage, so an
+        expired certificate renewed on disk is picked up at the next reconnect.
+        """
+        assert self.store is not None
+        try:
+            self.store.get(config_key(self.opts.etcd_prefix))
+        except StoreTlsError:
+            raise
+        except FlannelError as exc:
+            log.debug("first etcd read failed (waiting for etcd later): %s", exc)
 
     def _serve(self, manager: SubnetManager) -> int:
         ext = choose_interface(

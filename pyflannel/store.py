@@ -8,7 +8,9 @@ adds on top, because no client does it for us:
   keepalive pings so that a dead or frozen member is noticed;
 - re-authentication when an auth token expires;
 - a watch that resumes from a given revision and reports compaction as `CompactedError`
-  (pyetcd's watcher thread hides both), written on the library's generated gRPC stubs.
+  (pyetcd's watcher thread hides both), written on the library's generated gRPC stubs;
+- TLS failures in one line that says which side refused what (`StoreTlsError`, see
+  pyflannel.tlscheck), because gRPC reports every refusal as the same "handshake" error.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-# gRPC's C core prints TLS and connection chatter to stderr unless told otherwise; our own
-# one-line errors say what matters. Must be set before grpc is imported.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# gRPC's C core prints TLS and connection chatter to stderr unless told otherwise (even at
+# ERROR, three "Corruption detected" lines per refused handshake); our own one-line errors
+# say what matters. Must be set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 
@@ -33,6 +36,7 @@ from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
+from pyflannel import tlscheck
 from pyflannel.errors import CompactedError, StoreError, StoreUnavailableError, UsageError
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,35 @@ _UNREACHABLE = (
 _UNREACHABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
 )
+# What gRPC says when a connection failed in or right after the TLS handshake, or the peer did
+# not speak what we expected; only then is a TLS probe worth its time (not for a refused
+# connection or a timeout: a frozen member must fail over without delay).
+_TLS_HINTS = (
+    "handshake",
+    "tsi_",
+    "ssl",
+    "certificate",
+    "verification",
+    "socket closed",
+    "connection reset",
+)
+
+
+class StoreTlsError(StoreUnavailableError):
+    """TLS with etcd failed (a certificate refused by either side, http/https mixed up).
+
+    A subclass of StoreUnavailableError, so everything that retries an unreachable etcd also
+    retries this (a renewed certificate is read again at the next connection); the agent makes
+    it fatal only at startup.
+    """
+
+
+class StoreTlsFileError(StoreTlsError, UsageError):
+    """One of our TLS files (--etcd-cafile/certfile/keyfile) is unreadable or wrong.
+
+    A usage error (flannelctl and a starting agent exit 2), and still retried by a running
+    agent: during a certificate rotation the files may briefly not match.
+    """
 
 
 @dataclass(frozen=True)
@@ -72,6 +105,12 @@ class EtcdOptions:
     username: str | None = None
     password: str | None = None
     timeout: float = 5.0
+    # How the tool names these settings in its messages (flags, or the modules' options).
+    option_names: tlscheck.OptionNames = tlscheck.FLAGS
+
+    @property
+    def tls_files(self) -> tlscheck.TlsFiles:
+        return tlscheck.TlsFiles(self.cafile, self.certfile, self.keyfile)
 
 
 @dataclass(frozen=True)
@@ -173,6 +212,13 @@ class _Endpoint:
                 raise etcd_exc.ConnectionFailedError() from None
             raise StoreError(f"etcd {self.url}: authentication failed: {exc.details()}") from None
 
+    def tls_problem(self, reason: str) -> str | None:
+        """One line on what is wrong with TLS to this endpoint, when gRPC's `reason` hints at it."""
+        if not any(hint in reason.lower() for hint in _TLS_HINTS):
+            return None
+        options = self._options
+        return tlscheck.diagnose(self.url, options.tls_files, options.option_names, options.timeout)
+
     def reset(self) -> None:
         with self._lock:
             if self._client is not None:
@@ -184,22 +230,27 @@ class _Endpoint:
 
 
 def _tls_credentials(options: EtcdOptions) -> grpc.ChannelCredentials:
-    def read(path: str | None, flag: str) -> bytes | None:
+    # gRPC only says "Failed to create security handshaker" for a bad file; check them first.
+    files = options.tls_files
+    try:
+        tlscheck.check_files(files, options.option_names)
+    except tlscheck.TlsFileError as exc:
+        raise StoreTlsFileError(str(exc)) from None
+
+    def read(path: str | None) -> bytes | None:
         if not path:
             return None
-        try:
-            with open(path, "rb") as handle:
-                return handle.read()
-        except OSError as exc:
-            raise UsageError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+        with open(path, "rb") as handle:
+            return handle.read()
 
-    if bool(options.certfile) != bool(options.keyfile):
-        raise UsageError("--etcd-certfile and --etcd-keyfile must be given together")
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(options.cafile, "--etcd-cafile"),
-        private_key=read(options.keyfile, "--etcd-keyfile"),
-        certificate_chain=read(options.certfile, "--etcd-certfile"),
-    )
+    try:
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(files.cafile),
+            private_key=read(files.keyfile),
+            certificate_chain=read(files.certfile),
+        )
+    except OSError as exc:  # removed since the check
+        raise StoreTlsFileError(f"cannot read {exc.filename}: {exc.strerror}") from None
 
 
 class Store:
@@ -226,7 +277,7 @@ class Store:
 
     def _call(self, what: str, fn: Callable[[pyetcd.MultiEndpointEtcd3Client], T]) -> T:
         """Run `fn` on the current endpoint, failing over through all endpoints once."""
-        errors: list[str] = []
+        failures = _Failures(what, self.options.option_names)
         reauthenticated = False
         attempts = len(self._endpoints)
         attempt = 0
@@ -235,7 +286,7 @@ class Store:
             try:
                 return fn(endpoint.client())
             except _UNREACHABLE as exc:
-                errors.append(f"{endpoint.url}: {_reason(exc)}")
+                failures.add(endpoint, _reason(exc))
                 endpoint.reset()
                 self._rotate(endpoint)
                 attempt += 1
@@ -247,16 +298,13 @@ class Store:
                     reauthenticated = True
                     continue
                 if code in _UNREACHABLE_CODES:
-                    errors.append(f"{endpoint.url}: {code.name}")
+                    failures.add(endpoint, _reason(exc))
                     endpoint.reset()
                     self._rotate(endpoint)
                     attempt += 1
                     continue
                 raise StoreError(f"etcd {what} failed: {code.name}: {exc.details()}") from None
-        raise StoreUnavailableError(
-            f"etcd {what}: no endpoint reachable ({'; '.join(errors)}); check "
-            "--etcd-endpoints and that etcd is running"
-        )
+        raise failures.error()
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -358,15 +406,21 @@ class Store:
         Raises StoreUnavailableError when no endpoint accepts the watch.
         """
         errors: list[str] = []
+        kind: type[StoreUnavailableError] = StoreUnavailableError
         for _ in range(len(self._endpoints)):
             endpoint = self._endpoints[self._current]
             try:
                 return Watch(endpoint, prefix, start_revision, self.options.timeout)
+            except StoreTlsError as exc:
+                errors.append(str(exc))
+                kind = StoreTlsError
+                endpoint.reset()
+                self._rotate(endpoint)
             except (StoreUnavailableError, *_UNREACHABLE) as exc:
                 errors.append(f"{endpoint.url}: {exc}")
                 endpoint.reset()
                 self._rotate(endpoint)
-        raise StoreUnavailableError(f"etcd watch: no endpoint reachable ({'; '.join(errors)})")
+        raise kind(f"etcd watch: no endpoint reachable ({'; '.join(errors)})")
 
     def mark_failed(self, watch: Watch) -> None:
         """After a watch broke: drop that endpoint's connection and move to the next one."""
@@ -382,6 +436,31 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Failures:
+    """Why each endpoint failed during one call, and the one-line error when all of them did."""
+
+    def __init__(self, what: str, names: tlscheck.OptionNames) -> None:
+        self.what = what
+        self.names = names
+        self.reasons: list[str] = []
+        self.tls: list[str] = []
+
+    def add(self, endpoint: _Endpoint, reason: str) -> None:
+        tls_problem = endpoint.tls_problem(reason)
+        if tls_problem is not None:
+            self.tls.append(tls_problem)
+        self.reasons.append(tls_problem or f"{endpoint.url}: {reason}")
+
+    def error(self) -> StoreUnavailableError:
+        if self.tls and len(self.tls) == len(self.reasons):
+            return StoreTlsError(f"etcd {self.what} failed: {'; '.join(self.tls)}")
+        kind = StoreTlsError if self.tls else StoreUnavailableError
+        return kind(
+            f"etcd {self.what}: no endpoint reachable ({'; '.join(self.reasons)}); check "
+            f"{self.names.endpoints} and that etcd is running"
+        )
 
 
 class Watch:
@@ -437,6 +516,9 @@ class Watch:
             if self._done.is_set():
                 return None
             self._done.set()  # ends the request generator; its gRPC thread would wait forever
+            tls_problem = self.endpoint.tls_problem(_reason(exc))
+            if tls_problem is not None:
+                raise StoreTlsError(f"etcd watch broken: {tls_problem}") from None
             raise StoreUnavailableError(
                 f"etcd {self.endpoint.url}: watch broken: {exc.code().name}"
             ) from None
@@ -477,10 +559,10 @@ def _batch(response: Any) -> WatchBatch:
 
 
 def _reason(exc: BaseException) -> str:
-    """pyetcd drops gRPC's reason (e.g. a failed TLS handshake); it is in the context."""
-    cause = exc.__context__
+    """gRPC's reason (e.g. a failed TLS handshake); pyetcd drops it, it is in the context."""
+    cause = exc if isinstance(exc, grpc.RpcError) else exc.__context__
     if isinstance(cause, grpc.RpcError) and isinstance(cause, grpc.Call):
-        return f"{cause.code().name}: {cause.details()}".replace("\n", " ")
+        return " ".join(f"{cause.code().name}: {cause.details()}".split())
     return str(exc) or type(exc).__name__
 
 

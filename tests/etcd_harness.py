@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -104,14 +104,21 @@ def free_ports(count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM file paths: a CA, a server and a client cert signed by it, and an unrelated CA."""
+    """PEM file paths: a CA (and its key), a server and a client cert signed by it, and an
+    unrelated CA (and its key) for certificates etcd must refuse."""
 
     ca: str
+    ca_key: str
     server_cert: str
     server_key: str
     client_cert: str
     client_key: str
     other_ca: str
+    other_ca_key: str
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.ca).parent
 
 
 def _name(common_name: str) -> x509.Name:
@@ -133,16 +140,22 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _builder(subject: str, issuer: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+def _builder(
+    subject: str, issuer: x509.Name, public_key: Any, expired: bool = False
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
+    if expired:  # valid for a day that ended an hour ago
+        start, end = now - datetime.timedelta(days=1, hours=1), now - datetime.timedelta(hours=1)
+    else:
+        start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=2)
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_before(start)
+        .not_valid_after(end)
     )
 
 
@@ -170,25 +183,39 @@ def _make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivat
     return cert, key
 
 
+SERVER_SANS = (HOST, "localhost")
+
+
 def _make_leaf(
     common_name: str,
     ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
     usages: list[x509.ObjectIdentifier],
-    server: bool,
+    sans: Sequence[str] = (),
+    expired: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        _builder(common_name, ca_cert.subject, key.public_key())
+        _builder(common_name, ca_cert.subject, key.public_key(), expired)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
-    if server:
-        san = x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
-        )
-        builder = builder.add_extension(san, critical=False)
+    if sans:
+        names: list[x509.GeneralName] = []
+        for san in sans:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(san)))
+            except ValueError:
+                names.append(x509.DNSName(san))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _load_ca(cert_path: str, key_path: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
 
 
 def make_tls(directory: str | Path) -> TlsFiles:
@@ -196,29 +223,57 @@ def make_tls(directory: str | Path) -> TlsFiles:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     ca = _make_ca("pyflannel test CA")
-    other_cert, _ = _make_ca("unrelated test CA")
+    other = _make_ca("unrelated test CA")
     server = _make_leaf(
         "etcd-server",
         ca,
         [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        server=True,
+        sans=SERVER_SANS,
     )
-    client = _make_leaf("flannel-client", ca, [ExtendedKeyUsageOID.CLIENT_AUTH], server=False)
+    client = _make_leaf("flannel-client", ca, [ExtendedKeyUsageOID.CLIENT_AUTH])
     files = TlsFiles(
         ca=str(out / "ca.pem"),
+        ca_key=str(out / "ca-key.pem"),
         server_cert=str(out / "server.pem"),
         server_key=str(out / "server-key.pem"),
         client_cert=str(out / "client.pem"),
         client_key=str(out / "client-key.pem"),
         other_ca=str(out / "other-ca.pem"),
+        other_ca_key=str(out / "other-ca-key.pem"),
     )
-    _write_cert(Path(files.ca), ca[0])
-    _write_cert(Path(files.server_cert), server[0])
-    _write_key(Path(files.server_key), server[1])
-    _write_cert(Path(files.client_cert), client[0])
-    _write_key(Path(files.client_key), client[1])
-    _write_cert(Path(files.other_ca), other_cert)
+    for cert_path, key_path, (cert, key) in (
+        (files.ca, files.ca_key, ca),
+        (files.server_cert, files.server_key, server),
+        (files.client_cert, files.client_key, client),
+        (files.other_ca, files.other_ca_key, other),
+    ):
+        _write_cert(Path(cert_path), cert)
+        _write_key(Path(key_path), key)
     return files
+
+
+def issue_cert(
+    tls: TlsFiles,
+    name: str,
+    *,
+    by_other_ca: bool = False,
+    expired: bool = False,
+    server_sans: Sequence[str] | None = None,
+) -> tuple[str, str]:
+    """Write `<name>.pem` and `<name>-key.pem` next to `tls`'s files; returns their paths.
+
+    A client certificate unless `server_sans` is given (then a server+client one with those
+    SANs); signed by the test CA, or by the unrelated CA with `by_other_ca`.
+    """
+    ca = _load_ca(tls.other_ca, tls.other_ca_key) if by_other_ca else _load_ca(tls.ca, tls.ca_key)
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server_sans is not None:
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    cert, key = _make_leaf(name, ca, usages, sans=server_sans or (), expired=expired)
+    cert_path, key_path = tls.directory / f"{name}.pem", tls.directory / f"{name}-key.pem"
+    _write_cert(cert_path, cert)
+    _write_key(key_path, key)
+    return str(cert_path), str(key_path)
 
 
 # -- one etcd process ---------------------------------------------------------------------
@@ -372,7 +427,11 @@ class EtcdServer:
         """True when GET /health says the member has a leader (False on any error)."""
         context = None
         if self.tls:
-            context = ssl.create_default_context(cafile=self.tls.ca)
+            # A readiness probe, not a TLS test: the server certificate is not verified, so a
+            # server with a deliberately wrong certificate (other CA, wrong SAN) still starts.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
             context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
         try:
             with urllib.request.urlopen(
@@ -560,6 +619,134 @@ def start_cluster(size: int = 3, extra_args: Sequence[str] = ()) -> EtcdCluster:
     except BaseException:
         cluster.cleanup()
         raise
+
+
+# -- TLS failure cases ----------------------------------------------------------------------
+
+WRONG_SANS = ("etcd.example", "198.51.100.7")
+
+
+@dataclass(frozen=True)
+class TlsCase:
+    """One way TLS to etcd goes wrong, and the words each tool's one-line message must hold.
+
+    `words` are templates: {ca}, {cert}, {key}, {endpoints} become the tool's option names
+    (flags or module options), {url}/{netloc} the endpoint, {certfile}/{keyfile}/{cafile}
+    the files. `local` cases are our own bad files (a usage error, no endpoint named).
+    """
+
+    name: str
+    url: str
+    cafile: str | None
+    certfile: str | None
+    keyfile: str | None
+    words: tuple[str, ...]
+    local: bool = False
+
+    def expected(self, ca: str, cert: str, key: str, endpoints: str) -> list[str]:
+        netloc = self.url.split("//", 1)[1]
+        values = {
+            "ca": ca, "cert": cert, "key": key, "endpoints": endpoints, "url": self.url,
+            "netloc": netloc, "certfile": self.certfile, "keyfile": self.keyfile,
+            "cafile": self.cafile,
+        }  # fmt: skip
+        words = [word.format(**values) for word in self.words]
+        return words if self.local else [self.url, *words]
+
+
+@dataclass
+class TlsLab:
+    """Real etcd servers for every TLS failure case, and the certificates they need.
+
+    - `etcd`: TLS with client-cert-auth and the right certificate (the one to refuse us);
+    - `plain`: plain http;
+    - `foreign`: serves a certificate from the unrelated CA;
+    - `misnamed`: serves a certificate of our CA whose SANs miss 127.0.0.1.
+    """
+
+    tls: TlsFiles
+    servers: dict[str, EtcdServer] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, directory: Path) -> TlsLab:
+        lab = cls(make_tls(directory))
+        try:
+            foreign = issue_cert(
+                lab.tls, "foreign-server", by_other_ca=True, server_sans=SERVER_SANS
+            )
+            misnamed = issue_cert(lab.tls, "misnamed-server", server_sans=WRONG_SANS)
+            lab.servers["etcd"] = start_server(tls=lab.tls)
+            lab.servers["plain"] = start_server()
+            for name, (cert, key) in (("foreign", foreign), ("misnamed", misnamed)):
+                lab.servers[name] = start_server(
+                    tls=replace(lab.tls, server_cert=cert, server_key=key)
+                )
+        except BaseException:
+            lab.cleanup()
+            raise
+        return lab
+
+    def url(self, name: str) -> str:
+        return self.servers[name].client_url
+
+    def cases(self) -> list[TlsCase]:
+        tls = self.tls
+        other_cert, other_key = issue_cert(tls, "other-ca-client", by_other_ca=True)
+        old_cert, old_key = issue_cert(tls, "expired-client", expired=True)
+        not_a_cert = tls.directory / "not-a-cert.pem"
+        not_a_cert.write_text("this is not a certificate\n")
+        missing = str(tls.directory / "missing.pem")
+        etcd, plain = self.url("etcd"), self.url("plain")
+        good = (tls.ca, tls.client_cert, tls.client_key)
+        return [
+            TlsCase(
+                "no-client-cert", etcd, tls.ca, None, None,
+                ("requires a client certificate", "we sent none", "{cert}", "{key}"),
+            ),
+            TlsCase(
+                "client-cert-of-other-ca", etcd, tls.ca, other_cert, other_key,
+                ("refused our client certificate {certfile}", "not signed by the CA in {ca}",
+                 "--trusted-ca-file", "use a certificate issued by etcd's CA"),
+            ),
+            TlsCase(
+                "expired-client-cert", etcd, tls.ca, old_cert, old_key,
+                ("refused our client certificate {certfile}", "it has expired", "renew it"),
+            ),
+            TlsCase(
+                "server-cert-of-other-ca", self.url("foreign"), *good,
+                ("we refused etcd", "server certificate is not signed by the CA in {ca}",
+                 "{cafile}"),
+            ),
+            TlsCase(
+                "server-name-not-in-sans", self.url("misnamed"), *good,
+                ("server certificate that is not valid for 127.0.0.1", "etcd.example",
+                 "198.51.100.7", "{endpoints}", "subject alternative names"),
+            ),
+            TlsCase(
+                "http-to-tls-port", etcd.replace("https://", "http://"), *good,
+                ("speaks TLS, not plain HTTP", "write https://{netloc} in {endpoints}"),
+            ),
+            TlsCase(
+                "https-to-plain-port", plain.replace("http://", "https://"), *good,
+                ("answers plain HTTP, not TLS", "write http://{netloc} in {endpoints}"),
+            ),
+            TlsCase(
+                "cert-file-missing", etcd, tls.ca, missing, tls.client_key,
+                ("{cert}: cannot read {certfile}", "No such file"), local=True,
+            ),
+            TlsCase(
+                "key-not-of-cert", etcd, tls.ca, tls.client_cert, tls.server_key,
+                ("{key}: {keyfile} is not the private key of {cert} {certfile}",), local=True,
+            ),
+            TlsCase(
+                "ca-not-a-cert", etcd, str(not_a_cert), tls.client_cert, tls.client_key,
+                ("{ca}: {cafile} holds no PEM certificate",), local=True,
+            ),
+        ]  # fmt: skip
+
+    def cleanup(self) -> None:
+        for server in self.servers.values():
+            server.cleanup()
 
 
 # -- clients ------------------------------------------------------------------------------

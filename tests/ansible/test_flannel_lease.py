@@ -21,6 +21,7 @@ from pyflannel.subnet.lease import Lease, LeaseAttrs, subnet_key
 from pyflannel.subnet.manager import SubnetManager
 from pyflannel.subnetenv import SubnetEnv, write_subnet_env
 from tests.ansible.test_etcd_key import (
+    REPO,
     SYSTEM_PYTHON,
     dead_endpoint,
     doc_options,
@@ -64,7 +65,12 @@ def write_env(path: Path, lease: Lease, network: str = "10.5.0.0/16", mtu: int =
 
 
 def lease_task(**args: Any) -> dict[str, Any]:
-    return {"name": "flannel_lease", "flannel_lease": args}
+    # This checkout's pyflannel, not whichever checkout the shared install points at.
+    return {
+        "name": "flannel_lease",
+        "flannel_lease": args,
+        "environment": {"PYTHONPATH": str(REPO)},
+    }
 
 
 @pytest.fixture
@@ -377,7 +383,15 @@ def test_without_pyflannel_the_module_says_which_python_to_use(tmp_path: Path) -
     )
     run = run_playbook(
         tmp_path / "play",
-        [lease_task(endpoints=["http://127.0.0.1:2379"], public_ip=str(NODE_IP))],
+        [
+            {
+                "name": "flannel_lease",
+                "flannel_lease": {
+                    "endpoints": ["http://127.0.0.1:2379"],
+                    "public_ip": str(NODE_IP),
+                },
+            }
+        ],
         interpreter=SYSTEM_PYTHON,
     )
     assert run.returncode != 0

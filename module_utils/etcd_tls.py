@@ -1,0 +1,1 @@
+../pyflannel/tlscheck.py
