@@ -154,10 +154,14 @@ class TunBackend(Backend):
     def install_routes(self, lease: Lease) -> None:
         """Routes that exist independently of peers (udp: the whole Network)."""
 
+    def accepts(self, lease: Lease) -> bool:
+        """True for a peer lease of our backend (the BackendType its nodes write)."""
+        return lease.attrs.backend_type == self.type
+
     def apply_peer(self, lease: Lease) -> None:
-        if lease.attrs.backend_type != self.type:
+        if not self.accepts(lease):
             log.warning(
-                "peer %s uses backend %s, not %s; not forwarding to it",
+                "peer %s uses backend %r, not %s; not forwarding to it",
                 lease.subnet,
                 lease.attrs.backend_type,
                 self.type,
@@ -182,7 +186,7 @@ class TunBackend(Backend):
                 self.index, ipaddress.IPv4Interface((self.own_lease.subnet.network_address, 32))
             )
             self.install_routes(self.own_lease)
-        wanted = {s: lease for s, lease in peers.items() if lease.attrs.backend_type == self.type}
+        wanted = {s: lease for s, lease in peers.items() if self.accepts(lease)}
         if wanted != self.peers:
             self.peers = dict(wanted)
             self.repairs += 1

@@ -1,0 +1,103 @@
+"""Helpers of the interop tier: mixed clusters of flanneld and pyflannel in a namespace lab."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import secrets
+import sys
+from collections.abc import Collection, Iterator
+from typing import Any
+
+from pyflannel_lab import Lab
+from pyflannel_lab.agents import AgentCluster
+from pyflannel_lab.peers import Peers
+
+# Every lab of this tier is named pfi<4 hex digits>: never another tier's namespaces.
+LAB_PREFIX = "pfi"
+
+
+@contextlib.contextmanager
+def mixed_cluster(
+    peers: Peers,
+    backend: str,
+    flanneld_hosts: Collection[int],
+    *,
+    hosts: int = 3,
+    options: dict[str, Any] | None = None,
+    start: bool = True,
+    **kwargs: Any,
+) -> Iterator[AgentCluster]:
+    """A lab with etcd and the config; flanneld on `flanneld_hosts`, pyflannel elsewhere.
+
+    With start=True every agent runs, every host has its container on its leased subnet and all
+    pairs ping. The lab is taken down afterwards, also on failure.
+    """
+    lab = Lab(name_prefix=f"{LAB_PREFIX}{secrets.token_hex(2)}", hosts=hosts)
+    try:
+        lab.up()
+        lab.start_etcd()
+        cluster = AgentCluster(
+            lab,
+            backend,
+            backend_options=options,
+            flanneld_hosts=flanneld_hosts,
+            flanneld=peers.flanneld,
+            **kwargs,
+        )
+        cluster.put_config()
+        if start:
+            cluster.start_all()
+        yield cluster
+    finally:
+        lab.down()
+
+
+def routes(cluster: AgentCluster, host: int) -> list[dict[str, Any]]:
+    out = cluster.lab.run(host, "ip", "-j", "-4", "route", "show").stdout
+    return list(json.loads(out or "[]"))
+
+
+def route_to(cluster: AgentCluster, host: int, dst: ipaddress.IPv4Network) -> dict[str, Any]:
+    """The route for exactly `dst` on a host; an AssertionError naming the table if none."""
+    table = routes(cluster, host)
+    found = [r for r in table if r.get("dst") == str(dst)]
+    assert len(found) == 1, f"h{host} ({cluster.kind(host)}): no single route to {dst}: {table}"
+    return found[0]
+
+
+def lease_raw(cluster: AgentCluster, host: int) -> str:
+    """The lease value of a host exactly as stored in etcd."""
+    key = cluster.lease_key(host)
+    return cluster.lab.etcdctl("get", "--print-value-only", key).stdout.strip()
+
+
+def lease_template(cluster: AgentCluster, host: int) -> str:
+    """The lease value with what differs per node (public IP, VTEP MAC) replaced by names."""
+    value = lease_raw(cluster, host).replace(f'"{cluster.lab.host_ip(host)}"', '"<ip>"')
+    data = (json.loads(value).get("BackendData") or {}) if value else {}
+    mac = data.get("VtepMAC")
+    return value.replace(f'"{mac}"', '"<mac>"') if mac else value
+
+
+def link_details(cluster: AgentCluster, host: int, device: str) -> dict[str, Any]:
+    out = cluster.lab.run(host, "ip", "-d", "-j", "link", "show", device).stdout
+    return dict(json.loads(out)[0])
+
+
+def flannelctl(cluster: AgentCluster, *args: str, check: bool = True) -> str:
+    """Run our flannelctl against the lab's etcd (from the switch namespace); its stdout."""
+    result = cluster.lab.run(
+        "sw",
+        sys.executable,
+        "-m",
+        "pyflannel.ctl",
+        f"--etcd-endpoints={cluster.lab.etcd_endpoint}",
+        f"--etcd-prefix={cluster.prefix}",
+        *args,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"flannelctl {' '.join(args)}: {result.stderr}"
+    return result.stdout
