@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Literal
 
 TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IPPROTO_IPIP = 4
@@ -47,6 +48,8 @@ class PumpSpec:
     bind_ip: str  # underlay address to send from / receive on
     port: int = 8285  # udp only
     tunnel_ip: str = ""  # our address on the TUN (source of ICMP errors we generate)
+    # False: the TUN lives only as long as the pump holds it (udp, as flanneld's flannel0).
+    persistent: bool = True
 
 
 @dataclass
@@ -68,15 +71,18 @@ class PumpStats:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
 
 
-def attach_tun(name: str) -> int:
+def attach_tun(name: str, persistent: bool = True) -> int:
     """Open the persistent TUN device `name` (created by the parent through pyroute2).
 
     pyroute2 creates and configures TUN devices but has no call that hands back an attached
-    file descriptor, hence this ioctl.
+    file descriptor, hence this ioctl. persistent=False clears the device's persist flag, so it
+    goes away (with its address and routes) when this descriptor is closed.
     """
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        if not persistent:
+            fcntl.ioctl(fd, TUNSETPERSIST, 0)
     except OSError:
         os.close(fd)
         raise
@@ -120,7 +126,7 @@ class Pump:
         self.stats = PumpStats()
         self._icmp_tokens = float(ICMP_PER_SECOND)
         self._icmp_refill = time.monotonic()
-        self.tun = attach_tun(spec.tun_name)
+        self.tun = attach_tun(spec.tun_name, spec.persistent)
         self.sock = self._open_socket()
 
     def _open_socket(self) -> socket.socket:

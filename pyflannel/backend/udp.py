@@ -2,6 +2,9 @@
 
 Wire-compatible with flanneld's udp backend. Containers get the underlay MTU minus 28
 (outer IPv4 20 + UDP 8). Leases as flanneld's: no BackendType (see subnet/lease.py).
+flannel0 lives as long as the agent, as flanneld's does (it is not persistent): flanneld names
+its TUN from the template flannel%d, so a flannel0 left behind would push a flanneld started on
+this node onto flannel1 behind a dead flannel0 route.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class UdpBackend(TunBackend):
     mode = "udp"
     device = "flannel0"
     overhead = OVERHEAD["udp"]
+    persistent_tun = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,4 +52,5 @@ class UdpBackend(TunBackend):
             bind_ip=str(self.ext.iface_addr),
             port=self.port,
             tunnel_ip=str(lease.subnet.network_address),
+            persistent=False,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import json
@@ -31,8 +32,9 @@ def mixed_cluster(
 ) -> Iterator[AgentCluster]:
     """A lab with etcd and the config; flanneld on `flanneld_hosts`, pyflannel elsewhere.
 
-    With start=True every agent runs, every host has its container on its leased subnet and all
-    pairs ping. The lab is taken down afterwards, also on failure.
+    With start=True every agent runs (started one by one: flanneld v0.20.2 misses leases claimed
+    while it starts, see AgentCluster.start_all), every host has its container on its leased
+    subnet and all pairs ping. The lab is taken down afterwards, also on failure.
     """
     lab = Lab(name_prefix=f"{LAB_PREFIX}{secrets.token_hex(2)}", hosts=hosts)
     try:
@@ -48,7 +50,7 @@ def mixed_cluster(
         )
         cluster.put_config()
         if start:
-            cluster.start_all()
+            cluster.start_all(one_by_one=True)
         yield cluster
     finally:
         lab.down()
@@ -101,3 +103,35 @@ def flannelctl(cluster: AgentCluster, *args: str, check: bool = True) -> str:
     if check:
         assert result.returncode == 0, f"flannelctl {' '.join(args)}: {result.stderr}"
     return result.stdout
+
+
+def etcd_lease_id(cluster: AgentCluster, host: int) -> int:
+    """The etcd lease attached to a host's subnet key (0: none, a reservation)."""
+    out = cluster.lab.etcdctl("get", "-w", "json", cluster.lease_key(host)).stdout
+    kvs = json.loads(out).get("kvs") or []
+    assert len(kvs) == 1, f"h{host}: no key {cluster.lease_key(host)}"
+    return int(kvs[0].get("lease", 0))
+
+
+def leases_of(cluster: AgentCluster, host: int) -> list[str]:
+    """Keys of every lease naming the host's public IP."""
+    out = cluster.lab.etcdctl("get", "--prefix", f"{cluster.prefix}/subnets/", "-w", "json")
+    kvs = json.loads(out.stdout).get("kvs") or []
+    ip = cluster.lab.host_ip(host)
+    return [
+        base64.b64decode(kv["key"]).decode()
+        for kv in kvs
+        if json.loads(base64.b64decode(kv["value"]))["PublicIP"] == ip
+    ]
+
+
+def full_mtu_ping(cluster: AgentCluster, src: int, dst: int) -> None:
+    """A ping of exactly the container MTU with DF set, src's container -> dst's."""
+    size = cluster.mtu(src) - 28
+    result = cluster.lab.ping_result(
+        f"h{src}c1", cluster.container_ip(dst), count=2, size=size, df=True, timeout=2
+    )
+    assert result.returncode == 0, (
+        f"h{src} ({cluster.kind(src)}) -> h{dst} ({cluster.kind(dst)}), {size} bytes DF: "
+        f"{result.stdout}"
+    )
