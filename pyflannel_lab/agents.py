@@ -275,10 +275,17 @@ class AgentCluster:
     def wait_converged(self, timeout: float = 30.0) -> None:
         """Wait until every container pings every other one."""
 
-        def all_ping() -> bool:
-            return all(self.lab.ping_matrix(timeout=1).values())
+        failing: list[str] = []
 
-        wait_for(all_ping, timeout, 0.2, f"all-pairs ping ({self.backend})")
+        def all_ping() -> bool:
+            matrix = self.lab.ping_matrix(timeout=1)
+            failing[:] = [f"{a}->{b}" for (a, b), ok in matrix.items() if not ok]
+            return not failing
+
+        try:
+            wait_for(all_ping, timeout, 0.2, f"all-pairs ping ({self.backend})")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; failing: {', '.join(failing)}") from None
 
 
 # -- raw packet capture ---------------------------------------------------------------------

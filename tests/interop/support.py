@@ -7,16 +7,20 @@ import contextlib
 import ipaddress
 import json
 import secrets
+import subprocess
 import sys
 from collections.abc import Collection, Iterator
+from pathlib import Path
 from typing import Any
 
 from pyflannel_lab import Lab
 from pyflannel_lab.agents import AgentCluster
-from pyflannel_lab.peers import Peers
+from pyflannel_lab.peers import REPO_ROOT, Peers
 
 # Every lab of this tier is named pfi<4 hex digits>: never another tier's namespaces.
 LAB_PREFIX = "pfi"
+# mk-docker-opts.sh starts the combined variable from an exported one of the same name.
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 @contextlib.contextmanager
@@ -135,3 +139,29 @@ def full_mtu_ping(cluster: AgentCluster, src: int, dst: int) -> None:
         f"h{src} ({cluster.kind(src)}) -> h{dst} ({cluster.kind(dst)}), {size} bytes DF: "
         f"{result.stdout}"
     )
+
+
+def run_both_mk_docker_opts(
+    peers: Peers, tmp_path: Path, subnet_env: str, switches: list[str]
+) -> None:
+    """Run flannel's script and ours on the same subnet.env; the files they write must match."""
+    source = tmp_path / "subnet.env"
+    source.write_text(subnet_env)
+    theirs, ours = tmp_path / "theirs.env", tmp_path / "ours.env"
+    args = ["-f", str(source)]
+    script = subprocess.run(
+        ["sh", str(peers.mk_docker_opts), *args, "-d", str(theirs), *switches],
+        env=CLEAN_ENV,
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    tool = subprocess.run(
+        [sys.executable, "-m", "pyflannel.dockeropts", *args, "-d", str(ours), *switches],
+        env={**CLEAN_ENV, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert (tool.returncode, script.returncode) == (0, 0), (script.stderr, tool.stderr)
+    assert ours.read_bytes() == theirs.read_bytes()

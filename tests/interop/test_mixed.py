@@ -13,13 +13,21 @@ import ipaddress
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyflannel_lab.agents import FLANNELD, PYFLANNEL, AgentCluster
 from pyflannel_lab.peers import Peers
-from tests.interop.support import flannelctl, lease_template, link_details, mixed_cluster, route_to
+from tests.interop.support import (
+    flannelctl,
+    lease_template,
+    link_details,
+    mixed_cluster,
+    route_to,
+    run_both_mk_docker_opts,
+)
 
 FLANNELD_HOSTS = (1,)
 MTU = {"host-gw": 1500, "vxlan": 1450, "udp": 1472}
@@ -172,3 +180,9 @@ def test_flannelctl_lists_what_flanneld_wrote(cluster: AgentCluster, case: Case)
     if case.backend == "vxlan":
         mac = link_details(cluster, 1, f"flannel.{case.vni}")["address"]
         assert row[-1] == mac, table
+
+
+def test_mk_docker_opts_on_the_file_flanneld_wrote(
+    cluster: AgentCluster, lab_ready: Peers, tmp_path: Path
+) -> None:
+    run_both_mk_docker_opts(lab_ready, tmp_path, cluster.env_text(1), [])
