@@ -646,12 +646,7 @@ class TestIpip(DeviceRepairTests, StrangerTests):
         return {f"{c.subnet(p)} via {c.lab.host_ip(p)} dev flannel.ipip onlink" for p in peers}
 
     def check_device_details(self, c: AgentCluster, detail: str) -> None:
-        # Not persistent: flannel0 lives as long as the agent, as flanneld's (tests/interop).
-        assert "tun type tun pi off" in detail and "persist off" in detail, detail
-
-    def expected_lease_value(self, c: AgentCluster, host: int) -> str:
-        # flanneld's udp lease has no BackendType (measured with flanneld v0.20.2).
-        return f'{{"PublicIP":"{c.lab.host_ip(host)}","PublicIPv6":null}}'
+        assert "tun type tun pi off" in detail and "persist on" in detail, detail
 
     def check_encapsulated(self, c: AgentCluster, frame: bytes, src: int, dst: int) -> None:
         _, _, ethertype, payload = ether(frame)
