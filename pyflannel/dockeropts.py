@@ -92,9 +92,7 @@ def docker_options(flannel: Mapping[str, str], ipmasq: bool = True) -> dict[str,
     if mtu := flannel.get("FLANNEL_MTU"):
         _check(flannel, "FLANNEL_MTU", parse_mtu)
         options["DOCKER_OPT_MTU"] = f"--mtu={mtu}"
-    if ipv6_subnet := flannel.get("FLANNEL_IPV6_SUBNET"):
-        _check(flannel, "FLANNEL_IPV6_SUBNET", cidr_parser(ipaddress.IPv6Interface))
-        options["DOCKER_OPT_IPV6"] = f"--ipv6 --fixed-cidr-v6={ipv6_subnet}"
+    # FLANNEL_IPV6_SUBNET gives no option: flannel's script (v0.20.2) has none for it.
     if flannel.get("FLANNEL_IPMASQ"):
         # flannel masquerades itself when FLANNEL_IPMASQ=true: Docker must not do it again.
         flannel_masq = _check(flannel, "FLANNEL_IPMASQ", parse_ipmasq)

@@ -2,7 +2,8 @@
 
 `up --backend vxlan` also writes the network config, runs one pyflannel agent per host, gives
 every host a container bridge on its leased subnet (as Docker would) and prints the container
-ping matrix plus one line per host.
+ping matrix plus one line per host. `--flanneld 1,3` runs the real flanneld v0.20.2 on those
+hosts instead (a mixed cluster; pyflannel_lab/peers.py says where the binary comes from).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pyflannel.errors import FlannelError, UsageError
 from pyflannel_lab.agents import BACKENDS, AgentCluster
 from pyflannel_lab.lab import Lab, lab_namespaces, state_path
+from pyflannel_lab.peers import locate_flanneld
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="also run agents with this backend and print the ping matrix",
     )
+    up.add_argument(
+        "--flanneld",
+        default="",
+        metavar="HOSTS",
+        help="comma-separated host numbers that run the real flanneld (needs --backend)",
+    )
     for name in ("up", "down", "status"):
         target = up if name == "up" else sub.add_parser(name)
         target.add_argument("--prefix", default="pft", help="namespace name prefix (pft)")
@@ -47,6 +55,10 @@ def _up(args: argparse.Namespace) -> None:
             f"run `python -m pyflannel_lab down --prefix {args.prefix}` first"
         )
     subnets = [s.strip() for s in args.overlay.split(",") if s.strip()] or None
+    flanneld_hosts = _host_list(args.flanneld, args.hosts)
+    if flanneld_hosts and not args.backend:
+        raise UsageError("--flanneld needs --backend: it names hosts of a running cluster")
+    flanneld = locate_flanneld() if flanneld_hosts else None
     lab = Lab(
         args.prefix,
         hosts=args.hosts,
@@ -59,15 +71,28 @@ def _up(args: argparse.Namespace) -> None:
         if not args.no_etcd or args.backend:
             lab.start_etcd()
         if args.backend:
-            cluster = AgentCluster(lab, args.backend)
+            cluster = AgentCluster(
+                lab, args.backend, flanneld_hosts=flanneld_hosts, flanneld=flanneld
+            )
             cluster.put_config()
-            cluster.start_all()
+            cluster.start_all(one_by_one=bool(flanneld_hosts))
             print_cluster(cluster)
             return
     except BaseException:
         lab.down()
         raise
     print(json.dumps(lab.status(), indent=2))
+
+
+def _host_list(text: str, hosts: int) -> list[int]:
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--flanneld {text!r}: give host numbers, e.g. 1,3") from None
+    bad = [n for n in numbers if not 1 <= n <= hosts]
+    if bad:
+        raise UsageError(f"--flanneld: host {bad[0]} does not exist; hosts are 1..{hosts}")
+    return numbers
 
 
 def print_cluster(cluster: AgentCluster) -> None:
@@ -82,7 +107,7 @@ def print_cluster(cluster: AgentCluster) -> None:
     for i in lab.host_indexes():
         print(
             f"h{i}: subnet {cluster.subnet(i)}  MTU {cluster.mtu(i)}  backend {cluster.backend}  "
-            f"underlay {lab.host_ip(i)}"
+            f"underlay {lab.host_ip(i)}  agent {cluster.kind(i)}"
         )
     failed = [pair for pair, ok in matrix.items() if not ok]
     if failed:

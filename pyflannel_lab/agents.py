@@ -3,8 +3,10 @@
 Each host gets its own subnet file and log; once the agents have leased their subnets, every
 host gets a container bridge with the leased subnet and the backend's MTU, as Docker would
 (`--bip=$FLANNEL_SUBNET --mtu=$FLANNEL_MTU`). Agents can be stopped, restarted and inspected
-(log of the current run, /metrics, lease in etcd). Also a pcap capture that returns raw frames,
-for tests that look at bytes rather than tcpdump's text.
+(log of the current run, /metrics, lease in etcd). Hosts named in `flanneld_hosts` run the real
+flanneld (`flanneld=` its binary, see peers.py) instead, with the same flags, for mixed clusters;
+`set_kind` swaps what a stopped host runs (migration). Also a pcap capture that returns raw
+frames, for tests that look at bytes rather than tcpdump's text.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,12 @@ PREFIX = "/docker-subnet/network"  # as in the reference walk-throughs
 NETWORK = "10.100.0.0/16"
 HEALTHZ_PORT = 8471
 READY_MARK = "ready: subnet"
+PYFLANNEL = "pyflannel"
+FLANNELD = "flanneld"
+# What a run logs once its subnet file is written and its backend runs.
+READY_MARKS = {PYFLANNEL: READY_MARK, FLANNELD: "Running backend."}
+# flanneld logs "Running backend." just before it starts watching: time for the watch to start.
+FLANNELD_WATCH_SETTLE = 0.5
 
 _METRICS_SCRIPT = (
     "import sys, urllib.request; "
@@ -62,6 +70,7 @@ class AgentRun:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     log_offset: int = 0  # where the current run's output starts in the log file
+    kind: str = PYFLANNEL  # PYFLANNEL or FLANNELD: what the host runs
 
 
 class AgentCluster:
@@ -76,6 +85,9 @@ class AgentCluster:
         prefix: str = PREFIX,
         backend_options: dict[str, Any] | None = None,
         extra_args: Sequence[str] = (),
+        flanneld_hosts: Collection[int] = (),
+        flanneld: Path | None = None,
+        flanneld_args: Sequence[str] = (),
     ) -> None:
         if backend not in BACKENDS:
             raise FlannelError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
@@ -91,6 +103,10 @@ class AgentCluster:
             i: AgentRun(i, lab.tmpdir / f"h{i}-subnet.env", lab.tmpdir / f"h{i}-flanneld.log")
             for i in lab.host_indexes()
         }
+        self.flanneld = flanneld
+        self.flanneld_args = list(flanneld_args)
+        for i in flanneld_hosts:
+            self.set_kind(i, FLANNELD)
 
     @classmethod
     @contextlib.contextmanager
@@ -116,23 +132,43 @@ class AgentCluster:
         config = {"Network": str(self.network), "SubnetLen": 24, "Backend": backend}
         self.lab.etcdctl("put", f"{self.prefix}/config", json.dumps(config))
 
+    def kind(self, host: int) -> str:
+        return self.agents[host].kind
+
+    def set_kind(self, host: int, kind: str) -> None:
+        """Choose what a (stopped) host runs next: PYFLANNEL or FLANNELD."""
+        if kind not in READY_MARKS:
+            raise FlannelError(f"agent kind {kind!r} is unknown; use {PYFLANNEL} or {FLANNELD}")
+        if kind == FLANNELD and self.flanneld is None:
+            raise FlannelError("no flanneld binary given; pass flanneld= (see pyflannel_lab.peers)")
+        if self.is_running(host):
+            raise FlannelError(f"the agent on h{host} is running; stop it before swapping it")
+        self.agents[host].kind = kind
+
     def agent_args(self, host: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "pyflannel",
+        # The same flags for both programs: the ones flanneld documents, in its own syntax.
+        common = [
             f"--etcd-endpoints={self.lab.etcd_endpoint}",
             "--iface=eth0",
             f"-etcd-prefix={self.prefix}",
             f"--subnet-file={self.agents[host].subnet_file}",
             f"--healthz-port={HEALTHZ_PORT}",
-            *self.extra_args,
         ]
+        if self.kind(host) == FLANNELD:
+            return [str(self.flanneld), *common, *self.flanneld_args]
+        return [sys.executable, "-m", "pyflannel", *common, *self.extra_args]
 
-    def start_all(self, timeout: float = 30.0) -> None:
-        """Start every agent, give each host its containers, wait until all pairs ping."""
+    def start_all(self, timeout: float = 30.0, *, one_by_one: bool = False) -> None:
+        """Start every agent, give each host its containers, wait until all pairs ping.
+
+        one_by_one: each agent is ready (a flanneld one also watching) before the next
+        starts. flanneld v0.20.2 misses a lease claimed in the few milliseconds between its
+        own start-up list and its watch, and never lists again.
+        """
         for i in self.agents:
-            self.start(i, wait=False)
+            self.start(i, wait=one_by_one, timeout=timeout)
+            if one_by_one and self.kind(i) == FLANNELD:
+                time.sleep(FLANNELD_WATCH_SETTLE)
         for i in self.agents:
             self.wait_ready(i, timeout)
         for i in self.agents:
@@ -175,9 +211,9 @@ class AgentCluster:
         def ready() -> bool:
             if not self.is_running(host):
                 raise AssertionError(f"agent on h{host} exited:\n{self.log(host)[-3000:]}")
-            return READY_MARK in self.log(host)
+            return READY_MARKS[self.kind(host)] in self.log(host)
 
-        wait_for(ready, timeout, 0.05, f"agent on h{host} ready")
+        wait_for(ready, timeout, 0.05, f"{self.kind(host)} on h{host} ready")
 
     def heal(self, timeout: float = 30.0) -> None:
         """Restart agents that a previous test left stopped, then wait for convergence."""
@@ -239,10 +275,17 @@ class AgentCluster:
     def wait_converged(self, timeout: float = 30.0) -> None:
         """Wait until every container pings every other one."""
 
-        def all_ping() -> bool:
-            return all(self.lab.ping_matrix(timeout=1).values())
+        failing: list[str] = []
 
-        wait_for(all_ping, timeout, 0.2, f"all-pairs ping ({self.backend})")
+        def all_ping() -> bool:
+            matrix = self.lab.ping_matrix(timeout=1)
+            failing[:] = [f"{a}->{b}" for (a, b), ok in matrix.items() if not ok]
+            return not failing
+
+        try:
+            wait_for(all_ping, timeout, 0.2, f"all-pairs ping ({self.backend})")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; failing: {', '.join(failing)}") from None
 
 
 # -- raw packet capture ---------------------------------------------------------------------

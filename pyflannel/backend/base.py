@@ -19,7 +19,7 @@ from pyflannel.backend.direct import DirectRoutes
 from pyflannel.backend.netlink import Kernel
 from pyflannel.config import NetworkConfig
 from pyflannel.iface import ExternalInterface
-from pyflannel.subnet.lease import Lease, LeaseAttrs
+from pyflannel.subnet.lease import Lease, LeaseAttrs, lease_backend_type
 
 
 class Backend(ABC):
@@ -49,7 +49,7 @@ class Backend(ABC):
         return self.ext.mtu - self.overhead
 
     def lease_attrs(self) -> LeaseAttrs:
-        return LeaseAttrs(public_ip=self.ext.public_ip, backend_type=self.type)
+        return LeaseAttrs(public_ip=self.ext.public_ip, backend_type=lease_backend_type(self.type))
 
     def check(self) -> None:  # noqa: B027  (an optional hook: most backends accept any setup)
         """Refuse a setup that cannot work, before anything in the kernel is touched."""

@@ -4,8 +4,10 @@ It runs in a process of its own (started with `spawn`: no gRPC threads are inher
 control plane never competes with it for the interpreter). It owns two file descriptors:
 the TUN device (inner IPv4 packets) and an underlay socket (UDP for udp, raw IP protocol 4 for
 ipip). Per packet the work is a few byte slices and one dict lookup:
-    TUN -> underlay: inner destination & subnet mask -> peer public IP; TTL decremented as a
-                     router would; no peer -> ICMP net unreachable back to the sender.
+    TUN -> underlay: inner destination & subnet mask -> peer public IP; no peer -> ICMP net
+                     unreachable back to the sender. udp decrements the TTL once more, as
+                     flanneld's proxy; ipip sends the inner packet unchanged with the outer TTL
+                     inherited from it, as the kernel's ipip device configured by flannel.
     underlay -> TUN: outer source must be a known peer and the inner destination inside the
                      Network; anything else is dropped and counted.
 The parent talks to it over a pipe: peer table updates, stats requests, stop.
@@ -26,6 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Literal
 
 TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IPPROTO_IPIP = 4
@@ -47,6 +50,8 @@ class PumpSpec:
     bind_ip: str  # underlay address to send from / receive on
     port: int = 8285  # udp only
     tunnel_ip: str = ""  # our address on the TUN (source of ICMP errors we generate)
+    # False: the TUN lives only as long as the pump holds it (udp, as flanneld's flannel0).
+    persistent: bool = True
 
 
 @dataclass
@@ -68,15 +73,18 @@ class PumpStats:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
 
 
-def attach_tun(name: str) -> int:
+def attach_tun(name: str, persistent: bool = True) -> int:
     """Open the persistent TUN device `name` (created by the parent through pyroute2).
 
     pyroute2 creates and configures TUN devices but has no call that hands back an attached
-    file descriptor, hence this ioctl.
+    file descriptor, hence this ioctl. persistent=False clears the device's persist flag, so it
+    goes away (with its address and routes) when this descriptor is closed.
     """
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        if not persistent:
+            fcntl.ioctl(fd, TUNSETPERSIST, 0)
     except OSError:
         os.close(fd)
         raise
@@ -120,7 +128,8 @@ class Pump:
         self.stats = PumpStats()
         self._icmp_tokens = float(ICMP_PER_SECOND)
         self._icmp_refill = time.monotonic()
-        self.tun = attach_tun(spec.tun_name)
+        self.outer_ttl = 64  # ipip: the TTL the raw socket currently sends with (Linux default)
+        self.tun = attach_tun(spec.tun_name, spec.persistent)
         self.sock = self._open_socket()
 
     def _open_socket(self) -> socket.socket:
@@ -198,19 +207,28 @@ class Pump:
                     self._reply_icmp(packet, 3, 0)  # destination net unreachable
                 continue
             ttl = packet[8]
-            if ttl <= 1:
-                self._reply_icmp(packet, 11, 0)  # time exceeded in transit
-                continue
-            # Decrement TTL, patch the header checksum incrementally (RFC 1141).
-            csum = int.from_bytes(packet[10:12], "big") + 0x100
-            csum = (csum & 0xFFFF) + (csum >> 16)
-            packet = (
-                packet[:8]
-                + bytes((ttl - 1,))
-                + packet[9:10]
-                + csum.to_bytes(2, "big")
-                + packet[12:]
-            )
+            if ipip:
+                # As the kernel's ipip device set up like flannel's (ttl inherit): the inner
+                # packet leaves unchanged (forwarding to the TUN already cost it one hop) and
+                # the outer header takes its TTL.
+                if ttl != self.outer_ttl:
+                    self.outer_ttl = ttl
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, max(1, ttl))
+            else:
+                # flanneld's udp proxy decrements once more: so do we (the same bytes on the wire).
+                if ttl <= 1:
+                    self._reply_icmp(packet, 11, 0)  # time exceeded in transit
+                    continue
+                # Decrement TTL, patch the header checksum incrementally (RFC 1141).
+                csum = int.from_bytes(packet[10:12], "big") + 0x100
+                csum = (csum & 0xFFFF) + (csum >> 16)
+                packet = (
+                    packet[:8]
+                    + bytes((ttl - 1,))
+                    + packet[9:10]
+                    + csum.to_bytes(2, "big")
+                    + packet[12:]
+                )
             try:
                 sock.sendto(packet, peer)
                 stats.net_tx += 1

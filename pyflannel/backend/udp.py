@@ -1,7 +1,10 @@
 """udp: TUN `flannel0`, inner IP packets carried as UDP payload (port 8285), no extra header.
 
 Wire-compatible with flanneld's udp backend. Containers get the underlay MTU minus 28
-(outer IPv4 20 + UDP 8).
+(outer IPv4 20 + UDP 8). Leases as flanneld's: no BackendType (see subnet/lease.py).
+flannel0 lives as long as the agent, as flanneld's does (it is not persistent): flanneld names
+its TUN from the template flannel%d, so a flannel0 left behind would push a flanneld started on
+this node onto flannel1 behind a dead flannel0 route.
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ class UdpBackend(TunBackend):
     mode = "udp"
     device = "flannel0"
     overhead = OVERHEAD["udp"]
+    persistent_tun = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.port: int = self.config.backend.options["Port"]
+
+    def accepts(self, lease: Lease) -> bool:
+        # flanneld's udp leases carry no BackendType; "udp" is what pyflannel wrote before it
+        # matched flanneld, kept so that a rolling upgrade does not cut old nodes off. (flanneld
+        # forwards to any lease: a vxlan or host-gw node has nothing listening on our port.)
+        return lease.attrs.backend_type in ("", self.type)
 
     def prepare(self) -> LeaseAttrs:
         self.ensure_tun()
@@ -42,4 +52,5 @@ class UdpBackend(TunBackend):
             bind_ip=str(self.ext.iface_addr),
             port=self.port,
             tunnel_ip=str(lease.subnet.network_address),
+            persistent=False,
         )

@@ -1,9 +1,10 @@
 """Parent side of the userspace data paths (udp, ipip fallback): TUN device + pump process.
 
 The TUN device is created persistent through pyroute2, so it (with its address and routes)
-survives an agent restart; the pump process attaches to it. A pump that dies takes the agent
-down with it (`DataPathError`): systemd restarts the agent, which is better than a node that
-looks healthy and forwards nothing.
+survives an agent restart; the pump process attaches to it. A backend with persistent_tun False
+(udp) has the pump clear the flag: the device then lives exactly as long as the pump, like
+flanneld's flannel0. A pump that dies takes the agent down with it (`DataPathError`): systemd
+restarts the agent, which is better than a node that looks healthy and forwards nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pyflannel.backend.base import Backend
 from pyflannel.backend.pump import Mode, PumpSpec, serve
@@ -33,6 +34,7 @@ class TunBackend(Backend):
 
     mode: Mode
     device: str
+    persistent_tun: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -145,19 +147,29 @@ class TunBackend(Backend):
 
     def activate(self, lease: Lease) -> None:
         self.own_lease = lease
+        if not self.persistent_tun:
+            # The device goes with the old pump: bring a new one up before configuring it.
+            self.stop_pump()
+            self.ensure_tun()
+            self.start_pump(lease)
         address = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
         if self.kernel.ensure_address(self.index, address):
             log.info("%s address set to %s", self.device, address)
         self.install_routes(lease)
-        self.start_pump(lease)
+        if self.persistent_tun:
+            self.start_pump(lease)
 
     def install_routes(self, lease: Lease) -> None:
         """Routes that exist independently of peers (udp: the whole Network)."""
 
+    def accepts(self, lease: Lease) -> bool:
+        """True for a peer lease of our backend (the BackendType its nodes write)."""
+        return lease.attrs.backend_type == self.type
+
     def apply_peer(self, lease: Lease) -> None:
-        if lease.attrs.backend_type != self.type:
+        if not self.accepts(lease):
             log.warning(
-                "peer %s uses backend %s, not %s; not forwarding to it",
+                "peer %s uses backend %r, not %s; not forwarding to it",
                 lease.subnet,
                 lease.attrs.backend_type,
                 self.type,
@@ -182,7 +194,7 @@ class TunBackend(Backend):
                 self.index, ipaddress.IPv4Interface((self.own_lease.subnet.network_address, 32))
             )
             self.install_routes(self.own_lease)
-        wanted = {s: lease for s, lease in peers.items() if lease.attrs.backend_type == self.type}
+        wanted = {s: lease for s, lease in peers.items() if self.accepts(lease)}
         if wanted != self.peers:
             self.peers = dict(wanted)
             self.repairs += 1

@@ -3,6 +3,8 @@
 Key:   `<prefix>/subnets/10.5.52.0-24`
 Value: `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan",
         "BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+flanneld's udp backend publishes no BackendType (`{"PublicIP":"...","PublicIPv6":null}`,
+measured with flanneld v0.20.2), so a udp lease names the empty type here too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from typing import Any
 _KEY_RE = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$")
 
 SUBNETS_DIR = "subnets"
+
+# The BackendType a lease carries for each backend, as flanneld writes it: its udp backend
+# leaves the field empty (and Go's omitempty then drops it from the JSON).
+_LEASE_BACKEND_TYPES = {"udp": ""}
+
+
+def lease_backend_type(backend: str) -> str:
+    """The BackendType written into the leases of a node running `backend`."""
+    return _LEASE_BACKEND_TYPES.get(backend, backend)
 
 
 def config_key(prefix: str) -> str:
@@ -61,12 +72,10 @@ class LeaseAttrs:
     public_ipv6: str | None = None
 
     def to_json(self) -> str:
-        # Field order and compact separators as Go's encoding/json writes LeaseAttrs.
-        value: dict[str, Any] = {
-            "PublicIP": str(self.public_ip),
-            "PublicIPv6": self.public_ipv6,
-            "BackendType": self.backend_type,
-        }
+        # Field order, compact separators and omitempty as Go's encoding/json writes LeaseAttrs.
+        value: dict[str, Any] = {"PublicIP": str(self.public_ip), "PublicIPv6": self.public_ipv6}
+        if self.backend_type:
+            value["BackendType"] = self.backend_type
         if self.backend_data:
             value["BackendData"] = dict(self.backend_data)
         return json.dumps(value, separators=(",", ":"))

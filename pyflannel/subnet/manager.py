@@ -29,6 +29,7 @@ from pyflannel.subnet.lease import (
     Lease,
     LeaseAttrs,
     config_key,
+    lease_backend_type,
     parse_key_name,
     subnet_key,
     subnets_prefix,
@@ -317,7 +318,9 @@ class SubnetManager:
         for _ in range(self.settings.claim_attempts):
             existing = self.get_lease(subnet)
             if existing is None:
-                attrs = LeaseAttrs(public_ip=public_ip, backend_type=config.backend.type)
+                attrs = LeaseAttrs(
+                    public_ip=public_ip, backend_type=lease_backend_type(config.backend.type)
+                )
                 if self.store.create(key, attrs.to_json()):
                     return Lease(subnet=subnet, attrs=attrs), True
                 continue

@@ -10,6 +10,7 @@ from pyflannel.subnet.lease import (
     Lease,
     LeaseAttrs,
     config_key,
+    lease_backend_type,
     parse_key_name,
     subnet_key,
     subnet_to_key_name,
@@ -209,3 +210,16 @@ def test_expires_in_does_not_take_part_in_equality() -> None:
     subnet = IPv4Network("10.5.52.0/24")
     first = Lease(subnet=subnet, attrs=VXLAN_ATTRS, etcd_lease=7, expires_in=100)
     assert first == Lease(subnet=subnet, attrs=VXLAN_ATTRS, etcd_lease=7, expires_in=3)
+
+
+def test_udp_lease_has_no_backend_type_as_flanneld_writes_it() -> None:
+    # flanneld v0.20.2's udp lease, measured: no BackendType key at all.
+    flanneld_value = '{"PublicIP":"192.0.2.10","PublicIPv6":null}'
+    attrs = LeaseAttrs(IPv4Address("192.0.2.10"), lease_backend_type("udp"))
+    assert attrs.to_json() == flanneld_value
+    assert LeaseAttrs.from_json(flanneld_value) == attrs
+    assert [lease_backend_type(b) for b in ("vxlan", "host-gw", "ipip")] == [
+        "vxlan",
+        "host-gw",
+        "ipip",
+    ]
