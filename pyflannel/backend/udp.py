@@ -9,6 +9,7 @@ this node onto flannel1 behind a dead flannel0 route.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pyflannel.backend.netlink import Route
@@ -16,6 +17,8 @@ from pyflannel.backend.pump import PumpSpec
 from pyflannel.backend.userspace import TunBackend
 from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
+
+log = logging.getLogger(__name__)
 
 
 class UdpBackend(TunBackend):
@@ -42,6 +45,10 @@ class UdpBackend(TunBackend):
     def install_routes(self, lease: Lease) -> None:
         # One route for the whole Network; our own subnet is more specific (docker0) and wins.
         self.kernel.route_replace(Route(self.config.network, None, self.index, onlink=False))
+
+    def close(self) -> None:
+        super().close()
+        log.info("%s goes with the packet pump (not persistent, as flanneld's)", self.device)
 
     def pump_spec(self, lease: Lease) -> PumpSpec:
         return PumpSpec(

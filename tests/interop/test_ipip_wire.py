@@ -12,7 +12,6 @@ taken from the inner packet) followed by the inner packet after exactly one forw
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -54,20 +53,22 @@ def test_this_kernel_has_no_ipip_so_flanneld_cannot_run_it(cluster: AgentCluster
 def test_userspace_ipip_frame_is_the_kernels(cluster: AgentCluster) -> None:
     inner: list[Capture] = []
 
-    def capture_inner() -> None:
-        inner.append(capture_frames(cluster.lab, 1, "cbr0", "icmp[icmptype] == 8", count=1))
+    def ping_while_capturing_inside() -> None:
+        # Nested: both captures listen before the one echo request is sent.
+        inner.append(
+            capture_frames(
+                cluster.lab,
+                1,
+                "cbr0",
+                "icmp[icmptype] == 8",
+                count=1,
+                during=lambda: cluster.lab.ping("h1c1", cluster.container_ip(2), timeout=2),
+            )
+        )
 
-    reader = threading.Thread(target=capture_inner)
-    reader.start()
     outer = capture_frames(
-        cluster.lab,
-        "sw",
-        "h1",
-        "ip proto 4",
-        count=1,
-        during=lambda: cluster.lab.ping("h1c1", cluster.container_ip(2), timeout=2),
+        cluster.lab, "sw", "h1", "ip proto 4", count=1, during=ping_while_capturing_inside
     )
-    reader.join(10)
     assert inner and inner[0].frames and outer.frames, "no echo request captured"
     sent = inner[0].frames[0][14:]  # the container's packet, as it reached its host
     wire = outer.frames[0][14:]
