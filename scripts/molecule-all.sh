@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make test-molecule: every molecule scenario (`molecule test -s X`), one after another;
 # fails when any fails, after running all of them. Each scenario: three systemd nodes,
-# site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure).
+# site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure);
+# live-switch instead switches the backend twice under live workload containers (side effect)
+# and checks that none restarted and bulk TCP still flows (molecule/live-switch/molecule.yml).
 #   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch
 #   scripts/molecule-all.sh udp ipip     only these
 # Starts dockerd and builds the images when missing (scripts/ensure-dockerd.sh,
