@@ -112,6 +112,8 @@ def test_bulk_tcp_both_ways(switch: str, report: list[str]) -> None:
         # New containers get what Docker says it gives (the docker role's docker_bridge_mtu).
         assert result["new"]["mtu"] == result["docker_bridge_mtu"]
     first = bulk[testinfra_hosts[0]]
+    # What this test is for: old containers whose MTU is above the new backend's (PMTU discovery).
+    assert first["old_mtu"] > first["lease_mtu"], f"{switch}: old containers got the new MTU"
     report.append(
         f"switch {SWITCHES[switch]}: lease MTU {first['lease_mtu']}, old containers' MTU "
         f"{first['old_mtu']}, new containers' MTU {first['new']['mtu']}; "
