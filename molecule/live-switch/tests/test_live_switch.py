@@ -3,7 +3,8 @@
 Per switch (host-gw -> vxlan, vxlan -> udp): the longest run of lost replies of the 10/s
 pingers between the workload containers of every pair of nodes (the connectivity gap), and
 8 MiB TCP transfers both ways between old and new containers. Afterwards: no workload container
-restarted, and site.yml run once more changes nothing. The figures go to
+restarted, and site.yml run once more changes nothing; last, with the workloads removed,
+site.yml rebuilds the bridge and new containers get the lease's MTU. The figures go to
 build/live-switch-report.txt (and the log).
 """
 
@@ -137,9 +138,8 @@ def test_old_containers_reach_their_peers(host: Any) -> None:
         host.check_output(f"docker exec live-old ping -c 3 -w 5 {ip}")
 
 
-def test_site_yml_again_changes_nothing(report: list[str]) -> None:
-    """With the workloads still on the old bridge (live restore), a re-run changes nothing."""
-    result = subprocess.run(
+def _site_yml_udp() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             "ansible-playbook",
             "-i",
@@ -153,8 +153,35 @@ def test_site_yml_again_changes_nothing(report: list[str]) -> None:
         timeout=600,
         check=False,
     )
+
+
+def test_site_yml_again_changes_nothing(report: list[str]) -> None:
+    """With the workloads still on the old bridge (live restore), a re-run changes nothing."""
+    result = _site_yml_udp()
     recap = result.stdout.split("PLAY RECAP", 1)[-1]
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     changed = [int(n) for n in re.findall(r"changed=(\d+)", recap)]
     assert changed and not any(changed), recap
     report.append("site.yml again after the switches: changed=0 on every node")
+
+
+def test_new_containers_get_the_new_mtu_once_the_old_ones_are_gone(report: list[str]) -> None:
+    """Last (it removes the workloads): with no container running, site.yml rebuilds the bridge."""
+    nodes = [testinfra.get_host(f"docker://{name}") for name in testinfra_hosts]
+    for node in nodes:
+        node.check_output("docker rm --force live-old live-new")
+    result = _site_yml_udp()
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    found = []
+    for node in nodes:
+        env = node.check_output("cat /run/flannel/subnet.env")
+        mtu = re.search(r"FLANNEL_MTU=(\d+)", env)
+        subnet = re.search(r"FLANNEL_SUBNET=([0-9.]+)/", env)
+        assert mtu and subnet
+        eth0 = node.check_output("docker run --rm busybox:local cat /sys/class/net/eth0/mtu")
+        assert eth0 == mtu.group(1), f"{node.backend.hostname}: new container MTU {eth0}"
+        assert f"inet {subnet.group(1)}/" in node.check_output("ip -4 -o addr show dev docker0")
+        found.append(eth0)
+    report.append(
+        f"workloads removed, site.yml again: bridge rebuilt, new containers' MTU {found[0]}"
+    )
