@@ -123,8 +123,12 @@ configure_system() {
     : >"$MNT/etc/machine-id"
     rm -f "$MNT/var/lib/dbus/machine-id" "$MNT"/etc/ssh/ssh_host_*
     mkdir -p "$MNT/etc/systemd/system/ssh.service.d"
-    printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' \
-        >"$MNT/etc/systemd/system/ssh.service.d/host-keys.conf"
+    # ECDSA and Ed25519 only: an RSA key takes long to make on an emulated CPU.
+    cat >"$MNT/etc/systemd/system/ssh.service.d/host-keys.conf" <<'EOF'
+[Service]
+ExecStartPre=/bin/sh -c 'for t in ecdsa ed25519; do f=/etc/ssh/ssh_host_$${t}_key; \
+    [ -s "$$f" ] || ssh-keygen -q -t $$t -N "" -f "$$f"; done'
+EOF
     # DHCP on the first interface (Vagrant's management network); Vagrant writes
     # 50-vagrant-<dev>.network for the others.
     printf '[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n' \
@@ -139,7 +143,8 @@ configure_system() {
     echo 'vagrant ALL=(ALL) NOPASSWD: ALL' >"$MNT/etc/sudoers.d/vagrant"
     chmod 0440 "$MNT/etc/sudoers.d/vagrant"
     # sshd: no reverse lookups (no DNS: every login would wait for a timeout).
-    echo 'UseDNS no' >"$MNT/etc/ssh/sshd_config.d/vagrant.conf"
+    printf 'UseDNS no\nHostKey /etc/ssh/ssh_host_ecdsa_key\nHostKey /etc/ssh/ssh_host_ed25519_key\n' \
+        >"$MNT/etc/ssh/sshd_config.d/vagrant.conf"
 }
 
 install_bootloader() {
@@ -147,14 +152,15 @@ install_bootloader() {
         >/dev/null 2>&1 || die "grub-install failed"
     # A fixed grub.cfg: grub-mkconfig would name the build's loop device as root. eth0/eth1
     # names (net.ifnames=0) keep the interface names the inventory uses stable; the serial
-    # console lets `virsh console` show the boot.
+    # console lets `virsh console` show the boot; quiet: kernel messages on an emulated UART
+    # slow the boot down.
     cat >"$MNT/boot/grub/grub.cfg" <<EOF
 set timeout=0
 insmod part_msdos
 insmod ext2
 search --no-floppy --label --set=root $LABEL
 menuentry 'Debian GNU/Linux' {
-    linux /vmlinuz root=LABEL=$LABEL ro net.ifnames=0 console=tty0 console=ttyS0,115200
+    linux /vmlinuz root=LABEL=$LABEL ro net.ifnames=0 console=tty0 console=ttyS0,115200 quiet
     initrd /initrd.img
 }
 EOF
@@ -206,12 +212,34 @@ cleanup_mounts() {
     LOOP=""
 }
 
+# The pool's copies of the box (vagrant-libvirt uploads it as <box>_vagrant_box_image_*).
+pool_box_volumes() {
+    virsh -q -c qemu:///system vol-list "$POOL" 2>/dev/null |
+        awk -v b="$BOX_NAME" 'index($1, b "_vagrant_box_image") == 1 { print $1 }'
+}
+
+# A domain whose disk is backed by the old box image would break when that image goes.
+check_box_unused() {
+    local dom disk vol path
+    for vol in $(pool_box_volumes); do
+        path=$(virsh -q -c qemu:///system vol-path "$vol" --pool "$POOL")
+        for dom in $(virsh -q -c qemu:///system list --all --name); do
+            for disk in $(virsh -q -c qemu:///system domblklist "$dom" | awk '{print $2}'); do
+                [ -f "$disk" ] || continue
+                if qemu-img info -U --backing-chain "$disk" 2>/dev/null | grep -qF "$path"; then
+                    die "domain $dom runs on the current box; remove it first" \
+                        "(scripts/molecule-vagrant.sh --destroy)"
+                fi
+            done
+        done
+    done
+}
+
 # Replace the box in Vagrant and drop the pool's copy of an older one.
 register_box() {
     vagrant box remove --force --all "$BOX_NAME" >/dev/null 2>&1 || true
     local vol
-    for vol in $(virsh -q -c qemu:///system vol-list "$POOL" 2>/dev/null |
-        awk -v b="$BOX_NAME" 'index($1, b "_vagrant_box_image") == 1 { print $1 }'); do
+    for vol in $(pool_box_volumes); do
         virsh -q -c qemu:///system vol-delete "$vol" --pool "$POOL" >/dev/null
     done
     vagrant box add --name "$BOX_NAME" "$BOX_FILE" >/dev/null || die "vagrant box add failed"
@@ -243,6 +271,7 @@ main() {
         log "$BOX_NAME up to date, reused ($(du -h "$BOX_FILE" | cut -f1), $((SECONDS - start))s)"
         return 0
     fi
+    check_box_unused
     build_box
     echo "$stamp" >"$STAMP"
     register_box
