@@ -16,11 +16,17 @@ from typing import Any
 
 import testinfra.utils.ansible_runner
 
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("flannel")
 
 DEVICE = "flannel.ipip"
 NETWORK = ipaddress.IPv4Network("10.5.0.0/16")
+
+
+def _node(name: str) -> Any:
+    """Another node, named as in the inventory (get_hostname() gives that name back)."""
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
 
 
 def _underlay(host: Any) -> tuple[str, int]:
@@ -76,7 +82,7 @@ def test_onlink_route_to_every_peer(host: Any) -> None:
     own = _subnet(host).network
     peers = {}
     for name in testinfra_hosts:
-        other = RUNNER.get_host(name)
+        other = _node(name)
         subnet = _subnet(other).network
         if subnet != own:
             peers[str(subnet)] = _underlay(other)[0]
@@ -98,7 +104,7 @@ def test_packets_cross_the_kernel_device(host: Any) -> None:
     own = _subnet(host).network
     before = _tx_packets(host)
     for name in testinfra_hosts:
-        gateway = _subnet(RUNNER.get_host(name))
+        gateway = _subnet(_node(name))
         if gateway.network == own:
             continue
         ping = host.run(f"ping -q -c 3 -W 2 {gateway.ip}")
