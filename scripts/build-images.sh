@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
 # Build the local Docker images the test rig needs; images cannot be pulled here.
-#   pyflannel-node:bookworm  systemd node (debootstrap rootfs, docker import)
-#   busybox:local            busybox for containers run inside nodes, also saved as
-#                            build/images/busybox-local.tar for air-gapped loading
+#   pyflannel-node:bookworm-plain  a plain Debian 12 host: systemd, python3 and sshd only
+#                                  (debootstrap minbase, docker import). The packages of
+#                                  scripts/rig-packages.txt and their dependencies are in apt's
+#                                  cache (/var/cache/apt/archives) with the apt lists, not
+#                                  installed: the roles install them with apt, without a mirror.
+#   busybox:local                  busybox for containers run inside nodes (from Debian's
+#                                  busybox-static .deb), also saved as
+#                                  build/images/busybox-local.tar for air-gapped loading
 # Present images are reused; --force rebuilds both. Needs root and a running dockerd
 # (scripts/ensure-dockerd.sh).
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$REPO/build"
-NODE_IMAGE=pyflannel-node:bookworm
+NODE_IMAGE=pyflannel-node:bookworm-plain
 BUSYBOX_IMAGE=busybox:local
 BUSYBOX_ARCHIVE="$BUILD/images/busybox-local.tar"
+RIG_PACKAGES="$REPO/scripts/rig-packages.txt"
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,iproute2,iptables,iputils-ping
-PACKAGES+=,docker.io,etcd-server,etcd-client,busybox-static,procps,ca-certificates,sudo,kmod
-# Installed but left off at boot: the provisioner's roles configure and start them.
-DISABLE_UNITS=(etcd.service docker.service docker.socket containerd.service)
+# What a minimal Debian host has: an init, D-Bus (systemd's API), Python for Ansible, SSH.
+PACKAGES=systemd,systemd-sysv,dbus,python3,openssh-server
 # Masked because a node container shares the host kernel and has no console:
 # - getty.target: a detached container has no console to log in on (pulls console-getty).
 # - systemd-modules-load: with CAP_SYS_MODULE it would load modules into the host kernel.
 # - sys-kernel-debug/tracing mounts: debugfs/tracefs in a node would expose host-wide,
 #   writable kernel tracing; nothing on a node needs them.
-# - udev and systemd-resolved units: not installed today, masked so that a package a role
-#   installs later cannot bring in udev (fails on a container's /sys) or take over the
-#   resolv.conf Docker bind-mounts.
+# - udev and systemd-resolved units: not installed, masked so that a package a role installs
+#   later cannot bring in udev (fails on a container's /sys) or take over the resolv.conf
+#   Docker bind-mounts.
 # - apt-daily timers: would take the dpkg lock while the provisioner installs packages
 #   (and nodes have no route to a mirror); e2scrub: a node has no ext4 devices of its own.
 MASK_UNITS=(
@@ -144,25 +148,63 @@ remove_tree() {
     rm -rf --one-file-system "$1"
 }
 
+# The package names of scripts/rig-packages.txt (one a line, '#' comments).
+rig_packages() {
+    [ -r "$RIG_PACKAGES" ] || die "$RIG_PACKAGES is missing"
+    sed -e 's/#.*//' "$RIG_PACKAGES" | awk 'NF { print $1 }'
+}
+
+# The rootfs's apt sources: the mirror's entries for $SUITE and its -updates and -security
+# suites as this machine has them (a real Debian 12 host has all three), else debootstrap's.
+write_apt_sources() {
+    local rootfs=$1 entries
+    entries=$(apt_source_entries | awk -v s="$SUITE" \
+        '$2 == s || $2 == s "-updates" || $2 == s "-security" { print "deb " $1 " " $2 " main" }' |
+        awk '!seen[$0]++')
+    [ -n "$entries" ] || return 0
+    printf '%s\n' "$entries" >"$rootfs/etc/apt/sources.list"
+}
+
+# The rig's packages into apt's cache, not installed: nodes install them later with apt from
+# these lists and .deb files, without a mirror (the node network has no route out).
+cache_rig_packages() {
+    local rootfs=$1
+    local -a packages
+    mapfile -t packages < <(rig_packages)
+    [ "${#packages[@]}" -gt 0 ] || die "$RIG_PACKAGES names no package"
+    write_apt_sources "$rootfs"
+    chroot "$rootfs" apt-get update -qq >>"$BUILD/debootstrap.log" 2>&1 ||
+        die "apt-get update in the node rootfs failed; see $BUILD/debootstrap.log"
+    # Up to date like a maintained host (debootstrap takes $SUITE only, not its updates), so
+    # the roles' installs do not have to upgrade systemd on the running node.
+    DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get upgrade -y -qq \
+        >>"$BUILD/debootstrap.log" 2>&1 ||
+        die "apt-get upgrade in the node rootfs failed; see $BUILD/debootstrap.log"
+    chroot "$rootfs" apt-get clean
+    DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -qq --download-only \
+        --no-install-recommends "${packages[@]}" >>"$BUILD/debootstrap.log" 2>&1 ||
+        die "downloading ${packages[*]} into the node's apt cache failed; see $BUILD/debootstrap.log"
+    # None of them may be installed: the image is a plain host.
+    if chroot "$rootfs" dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' "${packages[@]}" \
+        2>/dev/null | grep -q '^ii'; then
+        die "the node rootfs has some of ${packages[*]} installed; it must only cache them"
+    fi
+    log "apt cache: $(find "$rootfs/var/cache/apt/archives" -name '*.deb' | wc -l) .deb files" \
+        "($(du -sh "$rootfs/var/cache/apt/archives" | cut -f1)) for ${#packages[@]} packages"
+}
+
 customize_rootfs() {
-    local rootfs=$1 unit
-    chroot "$rootfs" systemctl disable "${DISABLE_UNITS[@]}" >/dev/null 2>&1 || true
-    for unit in "${DISABLE_UNITS[@]}"; do
-        if chroot "$rootfs" systemctl is-enabled --quiet "$unit" 2>/dev/null; then
-            die "could not disable $unit in the node rootfs"
-        fi
-    done
+    local rootfs=$1
     chroot "$rootfs" systemctl -q mask "${MASK_UNITS[@]}"
     # Empty machine-id: systemd makes a fresh one in every container at boot.
     : >"$rootfs/etc/machine-id"
     mkdir -p "$rootfs/var/lib/dbus"
     rm -f "$rootfs/var/lib/dbus/machine-id"
     ln -s /etc/machine-id "$rootfs/var/lib/dbus/machine-id"
-    # Keep the image small: package caches, lists and docs are of no use on a node.
-    chroot "$rootfs" apt-get clean
-    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
-        "$rootfs"/var/log/*.log "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
-        "$rootfs"/usr/share/locale/*
+    # apt's lists and the cached .deb files stay (cache_rig_packages); its binary caches are
+    # rebuilt on first use. Docs and logs are of no use on a node.
+    rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log "$rootfs"/usr/share/doc/* \
+        "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
 }
 
 build_node_image() {
@@ -181,6 +223,7 @@ build_node_image() {
         "$SUITE" "$rootfs" "$mirror" >"$BUILD/debootstrap.log" 2>&1 ||
         { tail -n 20 "$BUILD/debootstrap.log" >&2; die "debootstrap failed; see $BUILD/debootstrap.log"; }
     unmount_below "$rootfs"  # debootstrap should have, but a failed step may not
+    cache_rig_packages "$rootfs"
     customize_rootfs "$rootfs"
     # container=docker tells systemd it runs in a container before it probes. (docker
     # import takes no STOPSIGNAL: run nodes with --stop-signal SIGRTMIN+3, systemd's halt.)
@@ -190,12 +233,23 @@ build_node_image() {
     log "$NODE_IMAGE built in $((SECONDS - start))s ($(image_size "$NODE_IMAGE"))"
 }
 
-# busybox-static's binary, copied out of the node image (no second download).
+# busybox-static's binary from Debian's .deb, downloaded on this machine with apt (kept in
+# build/debs); the node image does not carry busybox.
 extract_busybox() {
-    local dest=$1 cid
-    cid=$(docker create "$NODE_IMAGE" /bin/true)
-    docker cp -L "$cid:/bin/busybox" "$dest" || { docker rm "$cid" >/dev/null; return 1; }
-    docker rm "$cid" >/dev/null
+    local dest=$1 debs="$BUILD/debs" deb unpacked
+    mkdir -p "$debs"
+    deb=$(find "$debs" -maxdepth 1 -name 'busybox-static_*.deb' | sort | tail -n 1)
+    if [ -z "$deb" ]; then
+        # Lists never fetched on this machine: fetch them once, then try again.
+        (cd "$debs" && apt-get download -qq busybox-static 2>/dev/null) ||
+            { apt-get update -qq >/dev/null && (cd "$debs" && apt-get download -qq busybox-static); } ||
+            die "apt-get download busybox-static failed (no mirror in this machine's apt sources?)"
+        deb=$(find "$debs" -maxdepth 1 -name 'busybox-static_*.deb' | sort | tail -n 1)
+    fi
+    unpacked=$(mktemp -d "$BUILD/busybox-deb.XXXXXX")
+    dpkg-deb -x "$deb" "$unpacked"
+    install -m 0755 "$unpacked/bin/busybox" "$dest"
+    rm -rf "$unpacked"
 }
 
 build_busybox_image() {

@@ -10,7 +10,7 @@
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NODE_IMAGE=pyflannel-node:bookworm
+NODE_IMAGE=pyflannel-node:bookworm-plain
 NETWORK=pyflannel-lab
 BRIDGE=pyfl-lab
 # A documentation range the test machines do not use themselves (192.0.2.0/24 is their own
@@ -92,10 +92,15 @@ start_nodes() {
 }
 
 wait_booted() {
-    local node state
+    local node state deadline=$((SECONDS + BOOT_TIMEOUT))
     for node in "${NODES[@]}"; do
-        state=$(timeout "$BOOT_TIMEOUT" docker exec "$node" systemctl is-system-running --wait ||
-            true)
+        # Until systemd's bus is up, systemctl prints nothing and gives up at once: ask again.
+        while :; do
+            state=$(timeout "$BOOT_TIMEOUT" docker exec "$node" systemctl is-system-running \
+                --wait 2>/dev/null || true)
+            [ -z "$state" ] && [ "$SECONDS" -lt "$deadline" ] || break
+            sleep 1
+        done
         case "$state" in
             running | degraded) ;;
             *) die "$node: systemd did not boot within ${BOOT_TIMEOUT}s (state '${state:-none}')" ;;

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Smoke test of the node image: two systemd nodes on an internal Docker network, each
-# with its own dockerd (on a volume), busybox:local loaded from the image archive the way
+# installing docker.io with apt from the image's own apt cache (no mirror: the network is
+# internal), its dockerd on a volume, busybox:local loaded from the image archive the way
 # an air-gapped node would, and a busybox container run in each node. Everything it
 # creates carries the label pyflannel.smoke and is removed on exit, pass or fail.
 # Needs: scripts/ensure-dockerd.sh, then scripts/build-images.sh.
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NODE_IMAGE=pyflannel-node:bookworm
+NODE_IMAGE=pyflannel-node:bookworm-plain
 BUSYBOX_IMAGE=busybox:local
 BUSYBOX_ARCHIVE="$REPO/build/images/busybox-local.tar"
 NETWORK=pft-smoke
@@ -105,9 +106,14 @@ start_nodes() {
 
 # "running" or "degraded" is a booted node; print failed units when degraded.
 wait_booted() {
-    local node=$1 state
-    state=$(timeout "$BOOT_TIMEOUT" docker exec "$node" systemctl is-system-running --wait ||
-        true)
+    local node=$1 state deadline=$((SECONDS + BOOT_TIMEOUT))
+    # Until systemd's bus is up, systemctl prints nothing and gives up at once: ask again.
+    while :; do
+        state=$(timeout "$BOOT_TIMEOUT" docker exec "$node" systemctl is-system-running --wait \
+            2>/dev/null || true)
+        [ -z "$state" ] && [ "$SECONDS" -lt "$deadline" ] || break
+        sleep 1
+    done
     case "$state" in
         running) log "$node: systemd $state" ;;
         degraded)
@@ -116,6 +122,19 @@ wait_booted() {
             ;;
         *) die "$node: systemd did not boot within ${BOOT_TIMEOUT}s (state '${state:-none}')" ;;
     esac
+}
+
+# The plain image carries the .deb files and the apt lists, not the packages: the install
+# must work without a mirror, as the roles' apt tasks do.
+SMOKE_PACKAGES=(docker.io iputils-ping)
+
+install_packages() {
+    local node=$1
+    docker exec -e DEBIAN_FRONTEND=noninteractive "$node" \
+        apt-get install -y -qq --no-install-recommends "${SMOKE_PACKAGES[@]}" >/dev/null 2>&1 ||
+        die "$node: apt-get install ${SMOKE_PACKAGES[*]} from the image's apt cache failed"
+    log "$node: installed $(docker exec "$node" dpkg-query -W -f '${Package} ${Version}\n' \
+        "${SMOKE_PACKAGES[@]}" | paste -sd ',' | sed 's/,/, /g')"
 }
 
 start_node_dockerd() {
@@ -171,6 +190,8 @@ main() {
     phase_done "start containers"
     for node in "${NODES[@]}"; do wait_booted "$node"; done
     phase_done "systemd boot"
+    for node in "${NODES[@]}"; do install_packages "$node"; done
+    phase_done "docker.io, iputils-ping install from the apt cache"
     for node in "${NODES[@]}"; do start_node_dockerd "$node"; done
     phase_done "nested dockerd start"
     for node in "${NODES[@]}"; do load_busybox "$node"; done
