@@ -34,7 +34,8 @@ def _backend() -> str:
 
 
 def _etcdctl(host: Any, *args: str) -> str:
-    cmd = host.run("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 " + " ".join(args))
+    # The member's etcdctl settings (endpoints, and with TLS the CA and admin certificate).
+    cmd = host.run("set -a; . /etc/etcd/etcdctl.env; set +a; etcdctl " + " ".join(args))
     assert cmd.rc == 0, f"etcdctl {' '.join(args)} failed on {host.backend.hostname}: {cmd.stderr}"
     return str(cmd.stdout)
 
