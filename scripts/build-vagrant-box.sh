@@ -123,11 +123,14 @@ configure_system() {
     : >"$MNT/etc/machine-id"
     rm -f "$MNT/var/lib/dbus/machine-id" "$MNT"/etc/ssh/ssh_host_*
     mkdir -p "$MNT/etc/systemd/system/ssh.service.d"
-    # ECDSA and Ed25519 only: an RSA key takes long to make on an emulated CPU.
+    # ECDSA and Ed25519 only: an RSA key takes long to make on an emulated CPU. Made before the
+    # unit's own `sshd -t`, which fails without host keys.
     cat >"$MNT/etc/systemd/system/ssh.service.d/host-keys.conf" <<'EOF'
 [Service]
+ExecStartPre=
 ExecStartPre=/bin/sh -c 'for t in ecdsa ed25519; do f=/etc/ssh/ssh_host_$${t}_key; \
     [ -s "$$f" ] || ssh-keygen -q -t $$t -N "" -f "$$f"; done'
+ExecStartPre=/usr/sbin/sshd -t
 EOF
     # DHCP on the first interface (Vagrant's management network); Vagrant writes
     # 50-vagrant-<dev>.network for the others.
