@@ -34,16 +34,16 @@ BOX_PACKAGES+=,openssh-server,sudo,python3,iproute2
 MASK_UNITS=(apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service)
 
 FORCE=0
-WORK="" LOOP="" MNT=""
+WORK="" LOOP="" MNT="" RIG_LIST=""
 
 die() { trap - ERR; echo "build-vagrant-box: $*" >&2; exit 1; }
 log() { echo "build-vagrant-box: $*"; }
 
-# The packages of rig-packages.txt: one a line, '#' comments.
-rig_packages() { sed -e 's/#.*//' "$RIG_PACKAGES" | awk 'NF { print $1 }'; }
+# The packages of rig-packages.txt (as read once at the start, RIG_LIST): one a line, '#' comments.
+rig_packages() { sed -e 's/#.*//' <<<"$RIG_LIST" | awk 'NF { print $1 }'; }
 
 # What the box is made from: a change to either means a rebuild.
-wanted_stamp() { cat "$0" "$RIG_PACKAGES" | sha256sum | cut -d' ' -f1; }
+wanted_stamp() { { cat "$0"; printf '%s\n' "$RIG_LIST"; } | sha256sum | cut -d' ' -f1; }
 
 # "SITE SUITE" of the machine's Debian sources (apt-get reads every source format for us).
 debian_sources() {
@@ -268,6 +268,9 @@ main() {
     exec 9>"$BUILD/.build-box.lock"
     flock 9
     local start=$SECONDS stamp
+    # Read once: the stamp and the box's apt cache come from the same list even when the file
+    # changes during the build.
+    RIG_LIST=$(cat "$RIG_PACKAGES") || die "cannot read $RIG_PACKAGES"
     stamp=$(wanted_stamp)
     if [ "$FORCE" = 0 ] && [ -s "$BOX_FILE" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$stamp" ]; then
         box_registered || register_box
