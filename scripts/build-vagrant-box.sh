@@ -59,6 +59,7 @@ cleanup() {
     fi
     [ -n "$LOOP" ] && { partx -d "$LOOP" 2>/dev/null; losetup -d "$LOOP"; }
     [ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
+    return 0
 }
 
 chroot_run() { chroot "$MNT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
