@@ -54,7 +54,9 @@ except Exception as exc:
 
 
 def _address(host: Any) -> str:
-    info = json.loads(host.check_output("ip -4 -j addr show dev eth0"))[0]
+    """The member's address on the underlay (flannel_iface: eth0 on Docker nodes, eth1 on VMs)."""
+    iface = RUNNER.get_variables(host.backend.get_hostname())["flannel_iface"][0]
+    info = json.loads(host.check_output(f"ip -4 -j addr show dev {iface}"))[0]
     return str(info["addr_info"][0]["local"])
 
 
@@ -111,7 +113,8 @@ def _client_cert(
 @pytest.fixture(scope="module")
 def node() -> Iterator[Any]:
     """The first member, with the throwaway certificates removed afterwards."""
-    host = testinfra.get_host(f"docker://{testinfra_hosts[0]}")
+    # ansible://: the inventory's connection (docker exec, SSH), named as in the inventory.
+    host = testinfra.get_host(f"ansible://{testinfra_hosts[0]}", ansible_inventory=INVENTORY)
     yield host
     host.run(f"rm -rf {ROGUE_DIR}")
 
