@@ -15,6 +15,7 @@ Runs on the controller only: no connection to the host.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -112,7 +113,11 @@ def keys_match(pattern: str, example: str) -> Check:
     regex = re.compile(pattern)
 
     def check(value: Any) -> str | None:
-        bad = [key for key in value if not regex.fullmatch(str(key))] if isinstance(value, dict) else []
+        bad = (
+            [key for key in value if not regex.fullmatch(str(key))]
+            if isinstance(value, dict)
+            else []
+        )
         return f"keys {bad} must look like {example}" if bad else None
 
     return check
@@ -126,7 +131,9 @@ def ip_address(value: Any) -> str | None:
     return None
 
 
-HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 def host_or_ip(value: Any) -> str | None:
@@ -151,7 +158,9 @@ def url(*schemes: str) -> Check:
 
 
 def etcd_urls(value: Any) -> str | None:
-    rule = "must be http:// or https:// URLs with a host and a port, e.g. https://198.51.100.10:2379"
+    rule = (
+        "must be http:// or https:// URLs with a host and a port, e.g. https://198.51.100.10:2379"
+    )
     for item in value if isinstance(value, list) else []:
         parts = urlsplit(str(item))
         try:
@@ -216,7 +225,8 @@ def agent_flag(env_name: str, join: bool = False) -> Check:
 
 
 def agent_flag_each(env_name: str) -> Check:
-    return each(agent_flag(env_name))
+    flag = agent_flag(env_name)
+    return each(lambda item: non_empty(item) or flag(item))
 
 
 def agent_args(value: Any) -> str | None:
@@ -239,7 +249,11 @@ def agent_env(value: Any) -> str | None:
 
 
 def docker_args(value: Any) -> str | None:
-    owned = [a for a in value if re.match(r"^--?(bip|mtu|ip-masq)(=|$)", str(a))] if isinstance(value, list) else []
+    owned = (
+        [a for a in value if re.match(r"^--?(bip|mtu|ip-masq)(=|$)", str(a))]
+        if isinstance(value, list)
+        else []
+    )
     if owned:
         return f"must not set {', '.join(owned)}: the docker role sets them from the flannel lease"
     return None
@@ -255,8 +269,13 @@ ETCD_NAME = matches(r"[^\s,=]+", "etcd-1 (no spaces, commas or =)")
 ENV_KEYS_ETCD = keys_match(r"ETCD_[A-Z0-9_]+", "ETCD_HEARTBEAT_INTERVAL")
 # etcd release tarballs exist for these.
 VERSION = matches(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?", "3.4.23")
-PY_VERSION = matches(r"[0-9]+(\.[0-9]+)*([._-]?(a|b|rc|dev|post)[0-9]*)*(\+[0-9A-Za-z.]+)?", "0.4.0 (PEP 440)")
-IMAGE = matches(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?", "busybox:latest")
+PY_VERSION = matches(
+    r"[0-9]+(\.[0-9]+)*([._-]?(a|b|rc|dev|post)[0-9]*)*(\+[0-9A-Za-z.]+)?", "0.4.0 (PEP 440)"
+)
+IMAGE = matches(
+    r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?",
+    "busybox:latest",
+)
 CONTAINER = matches(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "overlay-verify (a Docker container name)")
 
 # Variable -> the rules its value must follow beyond the argument spec's type and choices.
@@ -364,7 +383,10 @@ RULES: dict[str, tuple[Check, ...]] = {
     "docker_dockerd": (absolute_path,),
     "docker_extra_args": (docker_args,),
     "docker_dropin_file": (
-        matches(r"/etc/systemd/system/docker\.service\.d/[^/]+\.conf", "/etc/systemd/system/docker.service.d/10-flannel.conf"),
+        matches(
+            r"/etc/systemd/system/docker\.service\.d/[^/]+\.conf",
+            "/etc/systemd/system/docker.service.d/10-flannel.conf",
+        ),
     ),
     "docker_daemon_json": (absolute_path,),
     "docker_bridge": (IFNAME,),
@@ -393,10 +415,12 @@ def _both_or_neither(values: Mapping[str, Any], first: str, second: str) -> list
 
 
 def _tls_files(values: Mapping[str, Any], tls_var: str, files: tuple[str, ...]) -> list[str]:
-    if not values.get(tls_var, False) is True:
+    if values.get(tls_var, False) is not True:
         return []
     empty = [name for name in files if name in values and not values[name]]
-    return [f"{name}: must be set while {tls_var} is true (or set {tls_var}: false)" for name in empty]
+    return [
+        f"{name}: must be set while {tls_var} is true (or set {tls_var}: false)" for name in empty
+    ]
 
 
 def _url_schemes(values: Mapping[str, Any]) -> list[str]:
@@ -406,52 +430,88 @@ def _url_schemes(values: Mapping[str, Any]) -> list[str]:
     problems = []
     for name in ("etcd_client_scheme", "etcd_peer_scheme"):
         if name in values and values[name] != scheme:
-            problems.append(f"{name}: {values[name]!r} with etcd_tls {values['etcd_tls']}: must be {scheme}")
+            problems.append(
+                f"{name}: {values[name]!r} with etcd_tls {values['etcd_tls']}: must be {scheme}"
+            )
     for name in (
-        "etcd_listen_client_urls", "etcd_advertise_client_urls", "etcd_listen_peer_urls",
+        "etcd_listen_client_urls",
+        "etcd_advertise_client_urls",
+        "etcd_listen_peer_urls",
         "etcd_initial_advertise_peer_urls",
     ):
-        bad = [u for u in values.get(name) or [] if isinstance(u, str) and not u.startswith(scheme + "://")]
+        bad = [
+            u
+            for u in values.get(name) or []
+            if isinstance(u, str) and not u.startswith(scheme + "://")
+        ]
         if bad:
-            problems.append(f"{name}: {bad} with etcd_tls {values['etcd_tls']}: must be {scheme}:// URLs")
+            problems.append(
+                f"{name}: {bad} with etcd_tls {values['etcd_tls']}: must be {scheme}:// URLs"
+            )
     return problems
 
 
-def cross_checks(values: Mapping[str, Any], groups: Mapping[str, list[str]], host: str) -> list[str]:
+def cross_checks(
+    values: Mapping[str, Any], groups: Mapping[str, list[str]], host: str
+) -> list[str]:
     problems: list[str] = []
-    if values.get("etcd_client_port") is not None and values.get("etcd_client_port") == values.get("etcd_peer_port"):
-        problems.append("etcd_client_port, etcd_peer_port: must differ (both are %s)" % values["etcd_client_port"])
+    if values.get("etcd_client_port") is not None and values.get("etcd_client_port") == values.get(
+        "etcd_peer_port"
+    ):
+        problems.append(
+            "etcd_client_port, etcd_peer_port: must differ (both are {})".format(
+                values["etcd_client_port"]
+            )
+        )
     for pair in (
-        ("etcd_tls_cert_src", "etcd_tls_key_src"), ("etcd_cert_file", "etcd_key_file"),
-        ("etcd_peer_cert_file", "etcd_peer_key_file"), ("etcd_etcdctl_cert_file", "etcd_etcdctl_key_file"),
-        ("flannel_etcd_cert_src", "flannel_etcd_key_src"), ("flannel_etcd_certfile", "flannel_etcd_keyfile"),
+        ("etcd_tls_cert_src", "etcd_tls_key_src"),
+        ("etcd_cert_file", "etcd_key_file"),
+        ("etcd_peer_cert_file", "etcd_peer_key_file"),
+        ("etcd_etcdctl_cert_file", "etcd_etcdctl_key_file"),
+        ("flannel_etcd_cert_src", "flannel_etcd_key_src"),
+        ("flannel_etcd_certfile", "flannel_etcd_keyfile"),
         ("flannel_tools_etcd_certfile", "flannel_tools_etcd_keyfile"),
         ("flannel_network_etcd_client_cert", "flannel_network_etcd_client_key"),
         ("flannel_etcd_username", "flannel_etcd_password"),
         ("flannel_network_etcd_username", "flannel_network_etcd_password"),
     ):
         problems += _both_or_neither(values, *pair)
-    problems += _tls_files(values, "etcd_tls", ("etcd_cert_file", "etcd_key_file", "etcd_trusted_ca_file"))
-    problems += _tls_files(values, "flannel_etcd_tls", ("flannel_etcd_cafile", "flannel_etcd_certfile"))
+    problems += _tls_files(
+        values, "etcd_tls", ("etcd_cert_file", "etcd_key_file", "etcd_trusted_ca_file")
+    )
+    problems += _tls_files(
+        values, "flannel_etcd_tls", ("flannel_etcd_cafile", "flannel_etcd_certfile")
+    )
     problems += _tls_files(values, "flannel_network_etcd_tls", ("flannel_network_etcd_ca_cert",))
     if values.get("etcd_client_cert_auth") is True and values.get("etcd_trusted_ca_file") == "":
-        problems.append("etcd_client_cert_auth: true needs etcd_trusted_ca_file (the CA of the clients)")
+        problems.append(
+            "etcd_client_cert_auth: true needs etcd_trusted_ca_file (the CA of the clients)"
+        )
     problems += _url_schemes(values)
-    if values.get("etcd_pki_ca_create") is False and values.get("etcd_pki_ca_cert"):
-        if values.get("etcd_pki_enabled", True) is True and not Path(values["etcd_pki_ca_cert"]).is_file():
-            problems.append(
-                f"etcd_pki_ca_cert: {values['etcd_pki_ca_cert']} does not exist on the controller and "
-                "etcd_pki_ca_create is false: point it at the CA, or allow a new one"
-            )
+    if (
+        values.get("etcd_pki_ca_create") is False
+        and values.get("etcd_pki_ca_cert")
+        and (
+            values.get("etcd_pki_enabled", True) is True
+            and not Path(values["etcd_pki_ca_cert"]).is_file()
+        )
+    ):
+        problems.append(
+            f"etcd_pki_ca_cert: {values['etcd_pki_ca_cert']} does not exist on the controller and "
+            "etcd_pki_ca_create is false: point it at the CA, or allow a new one"
+        )
     for name in ("etcd_group_name", "etcd_pki_etcd_group", "etcd_pki_flannel_group"):
         if name in values and values[name] not in groups:
-            problems.append(f"{name}: {values[name]!r} is not a group of the inventory (groups: {', '.join(sorted(groups))})")
-    members = groups.get(values.get("etcd_group_name", "etcd"), [])
+            problems.append(
+                f"{name}: {values[name]!r} is not a group of the inventory "
+                f"(groups: {', '.join(sorted(groups))})"
+            )
+    group = values.get("etcd_group_name", "etcd")
+    members = groups.get(group, [])
     if host in members and len(members) % 2 == 0:
         problems.append(
-            f"etcd_group_name: group {values.get('etcd_group_name', 'etcd')!r} has {len(members)} hosts "
-            f"({', '.join(members)}): an etcd cluster needs an odd number (1, 3, 5...) to keep a quorum; "
-            "add or remove one"
+            f"etcd_group_name: group {group!r} has {len(members)} hosts ({', '.join(members)}): "
+            "an etcd cluster needs an odd number (1, 3, 5...) to keep a quorum; add or remove one"
         )
     peers = values.get("overlay_verify_peers")
     if isinstance(peers, list):
@@ -464,19 +524,27 @@ def cross_checks(values: Mapping[str, Any], groups: Mapping[str, list[str]], hos
 # -- the flannel_network_config filter -------------------------------------------------------------
 
 NETWORK_ARGS = (
-    "flannel_network_cidr", "flannel_network_subnet_len", "flannel_network_subnet_min",
-    "flannel_network_subnet_max", "flannel_network_backend", "flannel_network_backend_options",
+    "flannel_network_cidr",
+    "flannel_network_subnet_len",
+    "flannel_network_subnet_min",
+    "flannel_network_subnet_max",
+    "flannel_network_backend",
+    "flannel_network_backend_options",
 )
 
 
+@functools.cache
 def _network_config_filter() -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location("pyflannel_filters", REPO / "filter_plugins" / "flannel.py")
+    spec = importlib.util.spec_from_file_location(
+        "pyflannel_filters", REPO / "filter_plugins" / "flannel.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.flannel_network_config  # type: ignore[no-any-return]
 
 
+@functools.cache
 def _load(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as stream:
         return yaml.safe_load(stream) or {}
@@ -492,7 +560,12 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         roles = list(self._task.args.get("roles", []))
-        specs = {r: _load(ROLES_DIR / r / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"] for r in roles}
+        specs = {
+            r: _load(ROLES_DIR / r / "meta" / "argument_specs.yml")["argument_specs"]["main"][
+                "options"
+            ]
+            for r in roles
+        }
         defaults: dict[str, Any] = {}
         for role in roles:
             # The loader marks the defaults as trusted templates, as role defaults are.
@@ -525,8 +598,20 @@ class ActionModule(ActionBase):
                 outcome = ArgumentSpecValidator({name: option}).validate(
                     {name: resolved[name]}, validate_role_argument_spec=True
                 )
+                kind = option.get("type", "str")
                 if outcome.error_messages:
                     problems += [self._named(m, name, option) for m in outcome.error_messages]
+                elif kind in ("str", "path") and isinstance(resolved[name], dict | list):
+                    # Ansible's role validation turns anything into text silently.
+                    problems.append(
+                        f"{name}: is of type {type(resolved[name]).__name__}; must be a string"
+                    )
+                elif (
+                    kind == "list"
+                    and option.get("elements") == "str"
+                    and any(isinstance(item, dict | list) for item in resolved[name])
+                ):
+                    problems.append(f"{name}: must be a list of strings, got {resolved[name]!r}")
                 else:
                     values[name] = outcome.validated_parameters[name]
 
@@ -538,7 +623,9 @@ class ActionModule(ActionBase):
                 if problem:
                     problems.append(f"{name}: {values[name]!r} {problem}")
                     break
-        problems += cross_checks(values, task_vars.get("groups", {}), task_vars.get("inventory_hostname", ""))
+        problems += cross_checks(
+            values, task_vars.get("groups", {}), task_vars.get("inventory_hostname", "")
+        )
         if "flannel_network" in roles and all(n in values for n in NETWORK_ARGS):
             try:
                 _network_config_filter()(*(values[n] for n in NETWORK_ARGS))
@@ -546,7 +633,9 @@ class ActionModule(ActionBase):
                 problems.append(str(exc).splitlines()[0])
 
         iface = values.get("flannel_iface") if "flannel" in roles else None
-        result["iface_names"] = [i for i in iface or [] if isinstance(i, str) and ip_address(i) is not None]
+        result["iface_names"] = [
+            i for i in iface or [] if isinstance(i, str) and ip_address(i) is not None
+        ]
         result["etcd_data_dir"] = values.get("etcd_data_dir", "") if "etcd" in roles else ""
         result["deferred"] = sorted(set(deferred))
         result["problems"] = problems
@@ -562,5 +651,9 @@ class ActionModule(ActionBase):
     def _named(message: str, name: str, option: Mapping[str, Any]) -> str:
         """ArgumentSpecValidator's message, led by the variable it is about."""
         choices = option.get("choices")
-        hint = f" (valid: {', '.join(map(str, choices))})" if choices and "one of" not in message else ""
+        hint = (
+            f" (valid: {', '.join(map(str, choices))})"
+            if choices and "one of" not in message
+            else ""
+        )
         return f"{name}: {message}{hint}"
