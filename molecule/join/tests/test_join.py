@@ -1,9 +1,10 @@
 """A node joins with `site.yml --limit <new node>`; the next full run changes nothing.
 
-Node 1 was converged alone (node 2 in no group). Here node 2 becomes a flannel node (joiner.yml,
-as an operator edits the inventory) and site.yml runs with --limit on it; then site.yml runs on
-the whole inventory (every host changed=0, the ping matrix over both nodes); then --limit is
-refused, before anything changes, when the edit would also make node 2 an etcd member.
+Node 1 was converged alone (node 2 in no group). Here node 2 becomes a flannel node
+(edits/joiner.yml, as an operator edits the inventory) and site.yml runs with --limit on it; then
+site.yml runs on the whole inventory (every host changed=0, the ping matrix over both nodes);
+then --limit is refused, before anything changes, when the edit would also make node 2 an etcd
+member.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+EDITS = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "edits"
 JOINER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-2"
 MEMBER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-1"
 
@@ -62,7 +63,7 @@ def plays_run_on(report: dict[str, Any], host: str) -> list[str]:
 
 
 def test_join_with_limit() -> None:
-    rc, report, seconds = site(SCENARIO / "joiner.yml", limit=JOINER)
+    rc, report, seconds = site(EDITS / "joiner.yml", limit=JOINER)
     print(f"site.yml --limit {JOINER}: {seconds:.0f} s")
     assert rc == 0, failures(report)
     assert set(report["stats"]) == {JOINER}, report["stats"]
@@ -74,7 +75,7 @@ def test_join_with_limit() -> None:
 
 
 def test_full_run_after_join_changes_nothing() -> None:
-    rc, report, seconds = site(SCENARIO / "joiner.yml")
+    rc, report, seconds = site(EDITS / "joiner.yml")
     print(f"site.yml after the join: {seconds:.0f} s")
     assert rc == 0, failures(report)
     assert {host: stats["changed"] for host, stats in report["stats"].items()} == {
@@ -92,7 +93,7 @@ def test_full_run_after_join_changes_nothing() -> None:
 
 
 def test_limit_refuses_a_new_etcd_member() -> None:
-    rc, report, _ = site(SCENARIO / "joiner.yml", SCENARIO / "member.yml", limit=JOINER)
+    rc, report, _ = site(EDITS / "joiner.yml", EDITS / "member.yml", limit=JOINER)
     assert rc != 0
     assert [play["play"]["name"] for play in report["plays"]] == ["Inventory check"]
     assert report["stats"][JOINER]["changed"] == 0
