@@ -442,6 +442,16 @@ def test_even_etcd_group(node: str, tmp_path: Path) -> None:
     assert run.first_failure("node-3")[1] == STOP_TASK
 
 
+def test_empty_etcd_group_needs_endpoints(node: str, tmp_path: Path) -> None:
+    hosts = {name: host_entry(node) for name in ("node-1", "node-2", "node-3")}
+    run = run_site(tmp_path, cluster(hosts, etcd=[]))
+    assert_nothing_changed(run, node, tmp_path)
+    for host in hosts:
+        _, _, message = run.first_failure(host)
+        assert message.startswith("flannel_network_etcd_endpoints:"), message
+        assert "external etcd" in message, message
+
+
 def test_extra_vars_are_checked_too(node: str, tmp_path: Path) -> None:
     hosts = {name: host_entry(node) for name in ("node-1", "node-2", "node-3")}
     run = run_site(tmp_path, cluster(hosts), "-e", "flannel_network_backend=geneve")

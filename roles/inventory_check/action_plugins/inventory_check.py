@@ -513,6 +513,11 @@ def cross_checks(
             f"etcd_group_name: group {group!r} has {len(members)} hosts ({', '.join(members)}): "
             "an etcd cluster needs an odd number (1, 3, 5...) to keep a quorum; add or remove one"
         )
+    if values.get("flannel_network_etcd_endpoints") == [] and not members:
+        problems.append(
+            f"flannel_network_etcd_endpoints: empty, and group {group!r} has no hosts: list the "
+            "client URLs of an external etcd (https://host:2379) or put etcd hosts in the group"
+        )
     peers = values.get("overlay_verify_peers")
     if isinstance(peers, list):
         unknown = [p for p in peers if p not in groups.get("all", [])]
