@@ -274,6 +274,7 @@ ROWS: list[Row] = [
     abs_row("overlay_verify_node_archive"),
     Row("overlay_verify_container", "-verify", ("docker container name",)),
     Row("overlay_verify_peers", ["no-such-node"], ("not hosts of the inventory",)),
+    Row("overlay_verify_group", "nodes", ("not a group of the inventory",)),
     Row("overlay_verify_ping_count", 0, (">= 1",)),
     Row("overlay_verify_ping_interval", 0, ("greater than 0",)),
     Row("overlay_verify_ping_deadline", 0, (">= 1",)),

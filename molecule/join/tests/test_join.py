@@ -62,6 +62,17 @@ def plays_run_on(report: dict[str, Any], host: str) -> list[str]:
     ]
 
 
+def pair_checks(report: dict[str, Any]) -> list[str]:
+    """The messages of overlay_verify's "Check every pair" (run once)."""
+    return [
+        str(result.get("msg"))
+        for play in report["plays"]
+        for task in play["tasks"]
+        if task["task"]["name"].endswith("Check every pair")
+        for result in task["hosts"].values()
+    ]
+
+
 def test_join_with_limit() -> None:
     rc, report, seconds = site(EDITS / "joiner.yml", limit=JOINER)
     print(f"site.yml --limit {JOINER}: {seconds:.0f} s")
@@ -72,6 +83,8 @@ def test_join_with_limit() -> None:
     for play in ("Flannel network config and agents", "Docker on the flannel lease"):
         assert play in ran, ran
     assert "Etcd cluster" not in ran
+    # The matrix under --limit: the new node and the node outside the play, both ways.
+    assert pair_checks(report) == ["all 2 pairs ping"]
 
 
 def test_full_run_after_join_changes_nothing() -> None:
@@ -82,14 +95,7 @@ def test_full_run_after_join_changes_nothing() -> None:
         MEMBER: 0,
         JOINER: 0,
     }
-    pairs = [
-        result.get("msg")
-        for play in report["plays"]
-        for task in play["tasks"]
-        if task["task"]["name"].endswith("Check every pair")
-        for result in task["hosts"].values()
-    ]
-    assert pairs == ["all 2 pairs ping"], pairs
+    assert pair_checks(report) == ["all 2 pairs ping"]
 
 
 def test_limit_refuses_a_new_etcd_member() -> None:

@@ -500,7 +500,12 @@ def cross_checks(
             f"etcd_pki_ca_cert: {values['etcd_pki_ca_cert']} does not exist on the controller and "
             "etcd_pki_ca_create is false: point it at the CA, or allow a new one"
         )
-    for name in ("etcd_group_name", "etcd_pki_etcd_group", "etcd_pki_flannel_group"):
+    for name in (
+        "etcd_group_name",
+        "etcd_pki_etcd_group",
+        "etcd_pki_flannel_group",
+        "overlay_verify_group",
+    ):
         if name in values and values[name] not in groups:
             problems.append(
                 f"{name}: {values[name]!r} is not a group of the inventory "
