@@ -625,13 +625,15 @@ class ActionModule(ActionBase):
                 else:
                     values[name] = outcome.validated_parameters[name]
 
+        secret = {n for options in specs.values() for n, o in options.items() if o.get("no_log")}
         for name, checks in RULES.items():
             if name not in values:
                 continue
             for check in checks:
                 problem = check(values[name])
                 if problem:
-                    problems.append(f"{name}: {values[name]!r} {problem}")
+                    shown = "(value hidden: no_log)" if name in secret else repr(values[name])
+                    problems.append(f"{name}: {shown} {problem}")
                     break
         problems += cross_checks(
             values, task_vars.get("groups", {}), task_vars.get("inventory_hostname", "")
