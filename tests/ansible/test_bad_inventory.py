@@ -312,11 +312,16 @@ def test_every_variable_has_a_row() -> None:
 def node() -> Iterator[str]:
     """A disposable Debian host (no network): what later plays would change if a check slipped."""
     name = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-badinv-{os.getpid()}"
-    subprocess.run(
-        ["docker", "run", "--detach", "--rm", "--network", "none", "--name", name,
+    started = subprocess.run(
+        ["docker", "run", "--pull", "never", "--detach", "--rm", "--network", "none", "--name", name,
          "--entrypoint", "sleep", NODE_IMAGE, "900"],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+    if started.returncode != 0:
+        pytest.fail(
+            f"the catalogue needs dockerd and the image {NODE_IMAGE} (scripts/ensure-dockerd.sh, "
+            f"scripts/build-images.sh): docker run failed: {started.stderr.strip()}"
+        )
     try:
         yield name
     finally:
