@@ -313,8 +313,8 @@ def node() -> Iterator[str]:
     """A disposable Debian host (no network): what later plays would change if a check slipped."""
     name = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-badinv-{os.getpid()}"
     started = subprocess.run(
-        ["docker", "run", "--pull", "never", "--detach", "--rm", "--network", "none", "--name", name,
-         "--entrypoint", "sleep", NODE_IMAGE, "900"],
+        ["docker", "run", "--pull", "never", "--detach", "--rm", "--network", "none",
+         "--name", name, "--entrypoint", "sleep", NODE_IMAGE, "900"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     if started.returncode != 0:
