@@ -25,18 +25,25 @@ MEMBER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-1"
 
 def site(*inventories: Path, limit: str = "") -> tuple[int, dict[str, Any], float]:
     """ansible-playbook site.yml over molecule's inventory (and its group_vars) plus edits."""
-    command = ["ansible-playbook", "-i", str(INVENTORY.parent)]
+    # The inventory file, not its directory (which holds the CA too); group_vars come along.
+    command = ["ansible-playbook", "-i", str(INVENTORY)]
     for extra in inventories:
         command += ["-i", str(extra)]
     command += [str(REPO / "site.yml")] + (["--limit", limit] if limit else [])
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOLOR": "1"}
+    # Only the json callback on stdout (molecule's config enables the timer callback too).
+    env = {
+        **os.environ,
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "",
+        "ANSIBLE_NOCOLOR": "1",
+    }
     start = time.monotonic()
     proc = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=900, check=False
     )
     seconds = time.monotonic() - start
     try:
-        report = json.loads(proc.stdout)
+        report, _ = json.JSONDecoder().raw_decode(proc.stdout.lstrip())
     except json.JSONDecodeError:
         raise AssertionError(
             f"no JSON from ansible-playbook:\n{proc.stdout}\n{proc.stderr}"
