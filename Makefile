@@ -1,19 +1,19 @@
 # Tiers: unit (seconds, no privileges) -> etcd (real etcd on loopback) -> netns (root, network
 # namespaces: the agent against real kernel state) -> interop (the same, mixed with the real
-# flanneld) -> molecule (systemd Docker nodes running site.yml). `make test` runs them all,
-# fastest first.
+# flanneld) -> molecule (systemd Docker nodes running site.yml) -> vagrant (3 Debian VMs with their
+# own kernel: site.yml with kernel ipip, a reboot). `make test` runs them all, fastest first.
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 BACKEND ?= vxlan
 
 .PHONY: help install deps lint test test-unit test-etcd test-netns test-interop test-ansible test-molecule \
-        lab lab-down netns-lab netns-lab-down bench clean
+        test-vagrant lab lab-down netns-lab netns-lab-down bench clean
 
 help:
 	@echo "make lab [BACKEND=vxlan|udp|host-gw|ipip]  local 3-node cluster + site.yml + ping matrix"
 	@echo "make lab-down                               remove the lab"
-	@echo "make test                                   every test tier (unit, etcd, netns, ansible, molecule)"
-	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule"
+	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule, vagrant)"
+	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule | test-vagrant"
 	@echo "make lint                                   ruff, mypy, ansible-lint"
 	@echo "make bench                                  leasing and data-plane benchmarks"
 
@@ -30,7 +30,7 @@ lint: deps
 	mypy pyflannel pyflannel_lab
 	ansible-lint
 
-test: deps test-unit test-etcd test-netns test-interop test-ansible test-molecule
+test: deps test-unit test-etcd test-netns test-interop test-ansible test-molecule test-vagrant
 
 test-unit: deps
 	$(PYTEST) tests/unit -q
@@ -55,6 +55,11 @@ test-ansible: deps
 
 test-molecule:
 	scripts/molecule-all.sh
+
+# VMs (Vagrant + libvirt, software emulation): installs libvirt, builds the box, runs
+# molecule/vagrant-ipip; VMs and networks are removed afterwards, also on failure.
+test-vagrant:
+	scripts/molecule-vagrant.sh
 
 lab:
 	scripts/lab.sh up $(BACKEND)

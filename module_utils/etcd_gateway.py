@@ -47,7 +47,6 @@ CONNECTION_ARGUMENT_SPEC: dict[str, Any] = {
 CONNECTION_REQUIRED_TOGETHER = [("client_cert", "client_key"), ("username", "password")]
 
 # gRPC status codes the gateway reports in its error body (etcd's rpctypes).
-
 _CODE_UNAUTHENTICATED = 16
 _INVALID_TOKEN = "invalid auth token"
 

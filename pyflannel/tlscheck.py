@@ -146,13 +146,16 @@ def diagnose(url: str, files: TlsFiles, names: OptionNames, timeout: float) -> s
         check_files(files, names)
     except TlsFileError as exc:
         return str(exc)
-    if parts.scheme == "https":
-        return _Probe(url, host, port, files, names, timeout).https()
-    if _speaks_tls(host, port, timeout):
-        return (
-            f"etcd at {url} speaks TLS, not plain HTTP; write https://{parts.netloc} in "
-            f"{names.endpoints} and give {names.ca}, {names.cert} and {names.key}"
-        )
+    try:
+        if parts.scheme == "https":
+            return _Probe(url, host, port, files, names, timeout).https()
+        if _speaks_tls(host, port, timeout):
+            return (
+                f"etcd at {url} speaks TLS, not plain HTTP; write https://{parts.netloc} in "
+                f"{names.endpoints} and give {names.ca}, {names.cert} and {names.key}"
+            )
+    except (OSError, ValueError):  # ssl.SSLError included: the caller's own reason stands
+        return None
     return None
 
 
@@ -304,7 +307,13 @@ def _client_refused(url: str, files: TlsFiles, names: OptionNames) -> str:
             f"none; give {names.cert} and {names.key} (a certificate issued by etcd's CA)"
         )
     refused = f"etcd at {url} refused our client certificate {files.certfile}"
-    problem = own_certificate_problem(files)
+    try:
+        problem = own_certificate_problem(files)
+    except (OSError, ValueError) as exc:  # could not check it here; say what we know
+        return (
+            f"{refused} ({_ssl_reason(exc)} when checking it here); use a valid certificate "
+            "issued by etcd's CA"
+        )
     if problem is None:
         return (
             f"{refused} although it is valid and signed by the CA in {names.ca}: etcd trusts "

@@ -124,10 +124,12 @@ node_lines() {
     local node
     for node in "${NODES[@]}"; do
         docker exec "$node" sh -c '
+            # etcdctl.env: the member URL and, with TLS, the CA and admin certificate.
             set -a; . /etc/default/flanneld; . "${FLANNELD_SUBNET_FILE:-/run/flannel/subnet.env}"
+            . /etc/etcd/etcdctl.env
             subnet=$(python3 -c "import ipaddress, sys; print(ipaddress.ip_interface(sys.argv[1]).network)" \
                 "$FLANNEL_SUBNET")
-            lease=$(ETCDCTL_API=3 etcdctl --endpoints="$FLANNELD_ETCD_ENDPOINTS" get \
+            lease=$(etcdctl get \
                 --print-value-only "$FLANNELD_ETCD_PREFIX/subnets/$(echo "$subnet" | tr / -)")
             backend=$(echo "$lease" | sed -n "s/.*\"BackendType\": *\"\([^\"]*\)\".*/\1/p")
             ip=$(echo "$lease" | sed -n "s/.*\"PublicIP\": *\"\([^\"]*\)\".*/\1/p")

@@ -259,15 +259,17 @@ def issue_cert(
     by_other_ca: bool = False,
     expired: bool = False,
     server_sans: Sequence[str] | None = None,
+    client_auth: bool = True,
 ) -> tuple[str, str]:
     """Write `<name>.pem` and `<name>-key.pem` next to `tls`'s files; returns their paths.
 
     A client certificate unless `server_sans` is given (then a server+client one with those
-    SANs); signed by the test CA, or by the unrelated CA with `by_other_ca`.
+    SANs); signed by the test CA, or by the unrelated CA with `by_other_ca`. Without
+    `client_auth` the extended key usage lacks clientAuth (serverAuth only).
     """
     ca = _load_ca(tls.other_ca, tls.other_ca_key) if by_other_ca else _load_ca(tls.ca, tls.ca_key)
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if server_sans is not None:
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else []
+    if server_sans is not None or not client_auth:
         usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     cert, key = _make_leaf(name, ca, usages, sans=server_sans or (), expired=expired)
     cert_path, key_path = tls.directory / f"{name}.pem", tls.directory / f"{name}-key.pem"
@@ -693,6 +695,7 @@ class TlsLab:
         tls = self.tls
         other_cert, other_key = issue_cert(tls, "other-ca-client", by_other_ca=True)
         old_cert, old_key = issue_cert(tls, "expired-client", expired=True)
+        server_only_cert, server_only_key = issue_cert(tls, "server-only", client_auth=False)
         not_a_cert = tls.directory / "not-a-cert.pem"
         not_a_cert.write_text("this is not a certificate\n")
         missing = str(tls.directory / "missing.pem")
@@ -711,6 +714,12 @@ class TlsLab:
             TlsCase(
                 "expired-client-cert", etcd, tls.ca, old_cert, old_key,
                 ("refused our client certificate {certfile}", "it has expired", "renew it"),
+            ),
+            TlsCase(
+                "client-cert-without-client-auth", etcd, tls.ca, server_only_cert,
+                server_only_key,
+                ("refused our client certificate {certfile}",
+                 "not made for client authentication", "clientAuth"),
             ),
             TlsCase(
                 "server-cert-of-other-ca", self.url("foreign"), *good,

@@ -60,10 +60,12 @@ class IpipBackend(TunBackend):
         index = self.kernel.link_index(DEVICE)
         if index is not None:
             kind = self.kernel.link_kind(index)
-            if kind == "ipip":
+            if kind == "ipip" and self._tunnel_local(index) == str(self.ext.iface_addr):
                 self.index = index
                 self.kernel.set_up(index, mtu=self.mtu())
                 return True
+            # Another kind, or an ipip device bound to an old address (the node's address changed):
+            # made anew, as flanneld does.
             if kind == "tun" and not self._kernel_supports_ipip():
                 return False
             self.kernel.delete_link(DEVICE)
@@ -80,6 +82,13 @@ class IpipBackend(TunBackend):
         self.index = index
         self.kernel.set_up(index, mtu=self.mtu())
         return True
+
+    def _tunnel_local(self, index: int) -> str | None:
+        """The local (outer source) address of an ipip link, None when it has none."""
+        info = self.kernel.link(index).get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        local = data.get_attr("IFLA_IPIP_LOCAL") if data is not None else None
+        return str(local) if local else None
 
     def _kernel_supports_ipip(self) -> bool:
         probe = "flannel.ipprobe"

@@ -236,7 +236,12 @@ def test_unreachable_etcd_fails_in_one_line(tmp_path: Path) -> None:
 
 
 def test_reserve_check_mode_then_reserve_then_idempotent(node: Node, tmp_path: Path) -> None:
-    subnet = ipaddress.IPv4Network("10.5.7.0/24")
+    # A free subnet: the node's own lease is a random one and may be 10.5.7.0/24.
+    subnet = next(
+        net
+        for net in map(ipaddress.IPv4Network, ("10.5.7.0/24", "10.5.8.0/24"))
+        if net != node.lease.subnet
+    )
     task = lease_task(
         endpoints=node.endpoints, state="reserved", subnet=str(subnet), public_ip=str(OTHER_IP)
     )

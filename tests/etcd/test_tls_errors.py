@@ -50,6 +50,7 @@ def _case_names() -> list[str]:
         "no-client-cert",
         "client-cert-of-other-ca",
         "expired-client-cert",
+        "client-cert-without-client-auth",
         "server-cert-of-other-ca",
         "server-name-not-in-sans",
         "http-to-tls-port",

@@ -54,7 +54,9 @@ except Exception as exc:
 
 
 def _address(host: Any) -> str:
-    info = json.loads(host.check_output("ip -4 -j addr show dev eth0"))[0]
+    """The member's address on the underlay (flannel_iface: eth0 on Docker nodes, eth1 on VMs)."""
+    iface = RUNNER.get_variables(host.backend.get_hostname())["flannel_iface"][0]
+    info = json.loads(host.check_output(f"ip -4 -j addr show dev {iface}"))[0]
     return str(info["addr_info"][0]["local"])
 
 
@@ -111,7 +113,8 @@ def _client_cert(
 @pytest.fixture(scope="module")
 def node() -> Iterator[Any]:
     """The first member, with the throwaway certificates removed afterwards."""
-    host = testinfra.get_host(f"docker://{testinfra_hosts[0]}")
+    # ansible://: the inventory's connection (docker exec, SSH), named as in the inventory.
+    host = testinfra.get_host(f"ansible://{testinfra_hosts[0]}", ansible_inventory=INVENTORY)
     yield host
     host.run(f"rm -rf {ROGUE_DIR}")
 
@@ -121,9 +124,11 @@ def rogue_files(node: Any) -> tuple[str, str]:
     """A client certificate of a throwaway CA that etcd has never seen (same subject as ours)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyflannel etcd CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = _client_cert(ca_name, ca_key, key, now - datetime.timedelta(hours=1), now + datetime.timedelta(days=1))
+    pem = _client_cert(
+        ca_name, ca_key, key, now - datetime.timedelta(hours=1), now + datetime.timedelta(days=1)
+    )
     cert_path, key_path = f"{ROGUE_DIR}/rogue.crt", f"{ROGUE_DIR}/rogue.key"
     _write(node, cert_path, pem)
     _write(node, key_path, _key_pem(key))
@@ -135,10 +140,14 @@ def expired_files(node: Any) -> tuple[str, str]:
     """A client certificate signed by the site's own CA whose validity ended yesterday."""
     ca_cert = x509.load_pem_x509_certificate((CONTROLLER_PKI / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((CONTROLLER_PKI / "ca.key").read_bytes(), None)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     pem = _client_cert(
-        ca_cert.subject, ca_key, key, now - datetime.timedelta(days=3), now - datetime.timedelta(days=1)
+        ca_cert.subject,
+        ca_key,
+        key,
+        now - datetime.timedelta(days=3),
+        now - datetime.timedelta(days=1),
     )
     cert_path, key_path = f"{ROGUE_DIR}/expired.crt", f"{ROGUE_DIR}/expired.key"
     _write(node, cert_path, pem)
@@ -166,7 +175,9 @@ def test_certificate_of_another_ca_is_refused(node: Any, rogue_files: tuple[str,
     assert cmd.rc != 0, cmd.stdout
 
 
-def test_expired_certificate_of_our_ca_is_refused(node: Any, expired_files: tuple[str, str]) -> None:
+def test_expired_certificate_of_our_ca_is_refused(
+    node: Any, expired_files: tuple[str, str]
+) -> None:
     cert, key = expired_files
     answer = _probe(node, f"https://{_address(node)}:2379", CA, cert, key)
     assert answer.startswith("REFUSED"), f"etcd accepted an expired certificate: {answer}"

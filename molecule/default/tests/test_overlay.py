@@ -1,4 +1,5 @@
-"""State of the converged nodes, checked from outside Ansible (testinfra over `docker exec`).
+"""State of the converged nodes, checked from outside Ansible (testinfra over the inventory's
+connection: `docker exec` on the Docker nodes, SSH on the Vagrant VMs).
 
 Shared by every scenario (the backend comes from the scenario's inventory): etcd healthy with
 every node a member, flanneld active, subnet.env agreeing with the lease in etcd, docker0 on the
@@ -46,16 +47,22 @@ def _subnet_env(host: Any) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _eth0(host: Any) -> tuple[str, int]:
-    """The node's underlay address and MTU."""
-    info = json.loads(host.check_output("ip -4 -j addr show dev eth0"))[0]
+def _first_host() -> Any:
+    return RUNNER.get_host(testinfra_hosts[0])
+
+
+def _underlay(host: Any) -> tuple[str, int]:
+    """The node's underlay address and MTU (the interface flanneld is given: eth0 on the Docker
+    nodes, eth1 on the VMs, whose eth0 is Vagrant's management network)."""
+    iface = RUNNER.get_variables(host.backend.get_hostname())["flannel_iface"][0]
+    info = json.loads(host.check_output(f"ip -4 -j addr show dev {iface}"))[0]
     return info["addr_info"][0]["local"], int(info["mtu"])
 
 
 @pytest.fixture(scope="module")
 def leases() -> dict[str, dict[str, Any]]:
     """Every lease in etcd, by subnet ("10.5.7.0/24"), read through the first node."""
-    host = testinfra.get_host(f"docker://{testinfra_hosts[0]}")
+    host = _first_host()
     raw = _etcdctl(host, "get", "--prefix", f"{PREFIX}/subnets/", "--write-out=json")
     found = {}
     for kv in json.loads(raw).get("kvs", []):
@@ -78,7 +85,7 @@ def test_etcd_cluster_has_every_node(host: Any) -> None:
 
 
 def test_network_config_has_the_backend() -> None:
-    host = testinfra.get_host(f"docker://{testinfra_hosts[0]}")
+    host = _first_host()
     config = json.loads(_etcdctl(host, "get", "--print-value-only", f"{PREFIX}/config"))
     assert config["Backend"]["Type"] == _backend()
     assert config["Network"] == "10.5.0.0/16"
@@ -96,7 +103,7 @@ def test_subnet_env_matches_lease(host: Any, leases: dict[str, dict[str, Any]]) 
     gateway = ipaddress.IPv4Interface(env["FLANNEL_SUBNET"])
     lease = leases.get(str(gateway.network))
     assert lease is not None, f"no lease {gateway.network} in etcd (leases: {sorted(leases)})"
-    public_ip, underlay_mtu = _eth0(host)
+    public_ip, underlay_mtu = _underlay(host)
     assert lease["PublicIP"] == public_ip
     assert lease.get("BackendType") == LEASE_TYPE.get(_backend(), _backend())
     assert int(gateway.ip) == int(gateway.network.network_address) + 1

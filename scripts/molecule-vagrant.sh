@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# make test-vagrant: the VM tier. molecule scenario molecule/vagrant-ipip on three Debian 12 VMs
+# (Vagrant + libvirt, software emulation) with the kernel ipip backend, step by step:
+#   destroy (leftovers), syntax, create, prepare, converge, idempotence, verify, side_effect
+#   (reboot one node), destroy; the VMs and networks are destroyed also on failure or Ctrl-C.
+# Prints the time of every step and the host's peak RAM use. Prepares what it needs:
+#   scripts/ensure-libvirt.sh      vagrant, libvirt, QEMU, daemons, /dev/kvm
+#   scripts/build-vagrant-box.sh   the box (reused when up to date)
+#   build/venv-vagrant             molecule's Vagrant driver, molecule-plugins[vagrant] 25.8.12
+#                                  (26.x needs community.vagrant from Galaxy, unreachable here), in
+#                                  a venv over the shared packages (--system-site-packages), so the
+#                                  globally installed molecule-plugins stays as it is.
+#   scripts/molecule-vagrant.sh            the scenario
+#   scripts/molecule-vagrant.sh --keep     leave the VMs up after the run (for debugging;
+#                                          `scripts/molecule-vagrant.sh --destroy` removes them)
+set -Euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCENARIO=vagrant-ipip
+VENV="$REPO/build/venv-vagrant"
+DRIVER_SPEC='molecule-plugins[vagrant]==25.8.12'
+STEPS=(syntax create prepare converge idempotence verify side_effect)
+
+export VAGRANT_HOME=${VAGRANT_HOME:-$REPO/build/vagrant/home}
+# No outside access: no version or box-update checks.
+export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
+export VAGRANT_DEFAULT_PROVIDER=libvirt LIBVIRT_DEFAULT_URI=qemu:///system
+export PYFLANNEL_MOLECULE_PREFIX=${PYFLANNEL_MOLECULE_PREFIX:-pyflv}
+export PYFLANNEL_VAGRANT_PYTHON="$VENV/bin/python"
+
+log() { echo "molecule-vagrant: $*"; }
+die() { echo "molecule-vagrant: $*" >&2; exit 1; }
+
+ensure_driver() {
+    if ! "$VENV/bin/python" -c 'import molecule_plugins.vagrant, vagrant' 2>/dev/null ||
+        [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("molecule-plugins"))')" != 25.8.12 ]; then
+        log "installing $DRIVER_SPEC into $VENV"
+        python3 -m venv --system-site-packages "$VENV" || die "cannot create $VENV"
+        "$VENV/bin/python" -m pip install -q "$DRIVER_SPEC" || die "pip install $DRIVER_SPEC failed"
+    fi
+    local modules
+    modules=$("$VENV/bin/python" -c \
+        'import molecule_plugins.vagrant as v, os; print(os.path.dirname(v.__file__) + "/modules")')
+    # The driver's `vagrant` module next to the project's own modules (ANSIBLE_LIBRARY wins over
+    # the library path of the scenario's ansible.cfg).
+    export ANSIBLE_LIBRARY="$REPO/library:$modules"
+}
+
+molecule_cmd() { "$VENV/bin/python" -m molecule "$@"; }
+
+# Peak of the host's used RAM (MemTotal - MemAvailable), sampled every 2 s into $1.
+sample_ram() {
+    local out=$1 peak=0 used
+    while :; do
+        used=$(awk '/^MemTotal:/ {t=$2} /^MemAvailable:/ {a=$2} END {print int((t-a)/1024)}' \
+            /proc/meminfo)
+        [ "$used" -gt "$peak" ] && { peak=$used; echo "$peak" >"$out"; }
+        sleep 2
+    done
+}
+
+SAMPLER=""
+destroy_all() {
+    log "destroy"
+    timeout 600 "$VENV/bin/python" -m molecule destroy -s "$SCENARIO" >/dev/null ||
+        log "molecule destroy failed: check 'virsh list --all' and 'virsh net-list --all'"
+}
+
+finish() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ "${KEEP:-0}" = 1 ] || destroy_all
+    [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
+    exit "$rc"
+}
+
+main() {
+    KEEP=0
+    case "${1:-}" in
+        --keep) KEEP=1 ;;
+        --destroy) ensure_driver; cd "$REPO" && destroy_all; return 0 ;;
+        "") ;;
+        *) die "unknown argument '$1' (usage: $0 [--keep|--destroy])" ;;
+    esac
+    [ "$(id -u)" = 0 ] || die "needs root (libvirt, loop devices for the box)"
+    command -v molecule >/dev/null 2>&1 ||
+        die "molecule is missing; install the provision extra: pip install -e '.[provision]'"
+    bash "$REPO/scripts/ensure-libvirt.sh" || die "libvirt is not usable"
+    ensure_driver
+    # The busybox test image archive the overlay_verify role loads into the VMs' dockerd.
+    bash "$REPO/scripts/ensure-dockerd.sh" >/dev/null || die "no Docker daemon"
+    bash "$REPO/scripts/build-images.sh" >/dev/null || die "could not build the busybox archive"
+    cd "$REPO" || die "cannot cd to $REPO"
+    # Leftovers of an interrupted run first: a rebuilt box must not pull the disk from under them.
+    timeout 600 "$VENV/bin/python" -m molecule destroy -s "$SCENARIO" >/dev/null 2>&1 || true
+    local start=$SECONDS
+    bash "$REPO/scripts/build-vagrant-box.sh" || die "could not build the Vagrant box"
+    local box_s=$((SECONDS - start))
+
+    local peak_file="$REPO/build/vagrant/peak-ram-mib" base
+    base=$(awk '/^MemTotal:/ {t=$2} /^MemAvailable:/ {a=$2} END {print int((t-a)/1024)}' /proc/meminfo)
+    : >"$peak_file"
+    sample_ram "$peak_file" &
+    SAMPLER=$!
+    trap finish EXIT
+    trap 'exit 130' INT TERM
+
+    local total=$SECONDS step t rc=0
+    local -a times=("box: ${box_s}s")
+    for step in "${STEPS[@]}"; do
+        log "== molecule $step -s $SCENARIO"
+        t=$SECONDS
+        # Bounded: a hung VM must not hold CI until its global limit.
+        timeout 1800 "$VENV/bin/python" -m molecule "$step" -s "$SCENARIO" || { rc=$?; }
+        times+=("$step: $((SECONDS - t))s")
+        [ "$rc" = 0 ] || { times[-1]+=" FAILED (rc $rc)"; break; }
+    done
+    if [ "$KEEP" = 0 ]; then
+        t=$SECONDS
+        destroy_all
+        times+=("destroy: $((SECONDS - t))s")
+        KEEP=1 # done: finish() need not destroy again
+    fi
+    kill "$SAMPLER" 2>/dev/null
+    SAMPLER=""
+    log "${times[*]}"
+    log "total $((SECONDS - total))s; host RAM in use: ${base} MiB before, peak $(cat "$peak_file") MiB"
+    if [ "$rc" = 0 ]; then
+        echo "molecule-vagrant: 1 passed, 0 failed"
+    else
+        echo "molecule-vagrant: 0 passed, 1 failed"
+    fi
+    return "$rc"
+}
+
+main "$@"
