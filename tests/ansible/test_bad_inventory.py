@@ -259,11 +259,13 @@ ROWS: list[Row] = [
     abs_row("docker_dockerd"),
     Row("docker_dockerd_base_args", {"-H": "fd://"}, LIST_WORDS),
     Row("docker_extra_args", ["--bip=172.17.0.1/16"], ("from the flannel lease",)),
+    Row("docker_extra_args", ["--live-restore"], ("live-restore", "docker_live_restore")),
     Row("docker_dropin_file", "/etc/docker/flannel.conf", ("docker.service.d",)),
     abs_row("docker_daemon_json"),
     Row("docker_bridge", "a-bridge-name-too-long", ("1 to 15 characters",)),
     bool_row("docker_check_bridge"),
     Row("docker_ready_timeout", 0, (">= 1",)),
+    bool_row("docker_live_restore"),
     # -- overlay_verify -------------------------------------------------------------------------
     bool_row("overlay_verify_install_packages"),
     Row("overlay_verify_packages", ["Docker.IO"], ("debian package",)),

@@ -248,15 +248,20 @@ def agent_env(value: Any) -> str | None:
     return f"keys {unknown} must be FLANNELD_<FLAG> variables" if unknown else None
 
 
-def docker_args(value: Any) -> str | None:
-    owned = (
-        [a for a in value if re.match(r"^--?(bip|mtu|ip-masq)(=|$)", str(a))]
-        if isinstance(value, list)
-        else []
-    )
-    if owned:
-        return f"must not set {', '.join(owned)}: the docker role sets them from the flannel lease"
-    return None
+def docker_args(owned_flags: list[str]) -> Check:
+    """No flag the docker role sets itself (its vars/main.yml: docker_role_owned_flags)."""
+    pattern = re.compile(rf"^--?({'|'.join(map(re.escape, owned_flags))})(=|$)")
+
+    def check(value: Any) -> str | None:
+        owned = [a for a in value if pattern.match(str(a))] if isinstance(value, list) else []
+        if owned:
+            return (
+                f"must not set {', '.join(owned)}: the docker role sets "
+                f"{', '.join(owned_flags)} itself (from the flannel lease, docker_live_restore)"
+            )
+        return None
+
+    return check
 
 
 DEB_PACKAGES = each(matches(r"[a-z0-9][a-z0-9+.-]+(=[^\s]+)?", "docker.io (Debian package names)"))
@@ -381,7 +386,6 @@ RULES: dict[str, tuple[Check, ...]] = {
     "docker_tool_packages": (DEB_PACKAGES,),
     "docker_apt_cache_valid_time": (NON_NEGATIVE,),
     "docker_dockerd": (absolute_path,),
-    "docker_extra_args": (docker_args,),
     "docker_dropin_file": (
         matches(
             r"/etc/systemd/system/docker\.service\.d/[^/]+\.conf",
@@ -581,7 +585,13 @@ class ActionModule(ActionBase):
             # The loader marks the defaults as trusted templates, as role defaults are.
             path = str(ROLES_DIR / role / "defaults" / "main.yml")
             defaults.update(self._loader.load_from_file(path) or {})
-        context = {**defaults, **task_vars}
+        # Role vars (higher precedence than the inventory) for the rules that read them.
+        role_vars: dict[str, Any] = {}
+        for role in roles:
+            path = ROLES_DIR / role / "vars" / "main.yml"
+            if path.is_file():
+                role_vars.update(self._loader.load_from_file(str(path)) or {})
+        context = {**defaults, **task_vars, **role_vars}
         templar = Templar(loader=self._loader, variables=context)
 
         resolved: dict[str, Any] = {}
@@ -626,7 +636,12 @@ class ActionModule(ActionBase):
                     values[name] = outcome.validated_parameters[name]
 
         secret = {n for options in specs.values() for n, o in options.items() if o.get("no_log")}
-        for name, checks in RULES.items():
+        rules = dict(RULES)
+        if "docker" in roles:
+            rules["docker_extra_args"] = (
+                docker_args(list(templar.template(context["docker_role_owned_flags"]))),
+            )
+        for name, checks in rules.items():
             if name not in values:
                 continue
             for check in checks:
