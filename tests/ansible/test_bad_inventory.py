@@ -460,6 +460,16 @@ def test_empty_etcd_group_needs_endpoints(node: str, tmp_path: Path) -> None:
         assert "external etcd" in message, message
 
 
+def test_limit_refuses_an_etcd_membership_change(node: str, tmp_path: Path) -> None:
+    """--limit on an etcd host without data (it would join): refused before anything changes."""
+    hosts = {name: host_entry(node) for name in ("node-1", "node-2", "node-3")}
+    run = run_site(tmp_path, cluster(hosts), "--limit", "node-1")
+    assert_nothing_changed(run, node, tmp_path)
+    play, _, message = run.first_failure("node-1")
+    assert play == CHECK_PLAY
+    assert "not an etcd member yet" in message and "without --limit" in message, message
+
+
 def test_extra_vars_are_checked_too(node: str, tmp_path: Path) -> None:
     hosts = {name: host_entry(node) for name in ("node-1", "node-2", "node-3")}
     run = run_site(tmp_path, cluster(hosts), "-e", "flannel_network_backend=geneve")
