@@ -4,7 +4,7 @@
 # site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure);
 # live-switch instead switches the backend twice under live workload containers (side effect)
 # and checks that none restarted and bulk TCP still flows (molecule/live-switch/molecule.yml).
-#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch
+#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join
 #   scripts/molecule-all.sh udp ipip     only these
 # Starts dockerd and builds the images when missing (scripts/ensure-dockerd.sh,
 # scripts/build-images.sh); the pyflannel wheelhouse is built once (build/wheelhouse) and
@@ -12,7 +12,7 @@
 set -Euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=(default udp host-gw ipip live-switch)
+SCENARIOS=(default udp host-gw ipip live-switch join)
 # The scenarios' underlay (.config/molecule/config.yml reads the same variable).
 export PYFLANNEL_MOLECULE_SUBNET=${PYFLANNEL_MOLECULE_SUBNET:-198.51.100.0/26}
 

@@ -1,0 +1,109 @@
+"""A node joins with `site.yml --limit <new node>`; the next full run changes nothing.
+
+Node 1 was converged alone (node 2 in no group). Here node 2 becomes a flannel node
+(edits/joiner.yml, as an operator edits the inventory) and site.yml runs with --limit on it; then
+site.yml runs on the whole inventory (every host changed=0, the ping matrix over both nodes);
+then --limit is refused, before anything changes, when the edit would also make node 2 an etcd
+member.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+EDITS = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "edits"
+JOINER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-2"
+MEMBER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-1"
+
+
+def site(*inventories: Path, limit: str = "") -> tuple[int, dict[str, Any], float]:
+    """ansible-playbook site.yml over molecule's inventory (and its group_vars) plus edits."""
+    # The inventory file, not its directory (which holds the CA too); group_vars come along.
+    command = ["ansible-playbook", "-i", str(INVENTORY)]
+    for extra in inventories:
+        command += ["-i", str(extra)]
+    command += [str(REPO / "site.yml")] + (["--limit", limit] if limit else [])
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOLOR": "1"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    seconds = time.monotonic() - start
+    try:
+        # The json report first; molecule's config adds the timer callback's line after it.
+        report, _ = json.JSONDecoder().raw_decode(proc.stdout.lstrip())
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f"no JSON from ansible-playbook:\n{proc.stdout}\n{proc.stderr}"
+        ) from None
+    return proc.returncode, report, seconds
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    return [
+        f"{play['play']['name']} / {task['task']['name']} on {host}: {result.get('msg', '')}"
+        for play in report["plays"]
+        for task in play["tasks"]
+        for host, result in task["hosts"].items()
+        if result.get("failed") or result.get("unreachable")
+    ]
+
+
+def plays_run_on(report: dict[str, Any], host: str) -> list[str]:
+    return [
+        play["play"]["name"]
+        for play in report["plays"]
+        if any(host in task["hosts"] for task in play["tasks"])
+    ]
+
+
+def pair_checks(report: dict[str, Any]) -> list[str]:
+    """The messages of overlay_verify's "Check every pair" (run once)."""
+    return [
+        str(result.get("msg"))
+        for play in report["plays"]
+        for task in play["tasks"]
+        if task["task"]["name"].endswith("Check every pair")
+        for result in task["hosts"].values()
+    ]
+
+
+def test_join_with_limit() -> None:
+    rc, report, seconds = site(EDITS / "joiner.yml", limit=JOINER)
+    print(f"site.yml --limit {JOINER}: {seconds:.0f} s")
+    assert rc == 0, failures(report)
+    assert set(report["stats"]) == {JOINER}, report["stats"]
+    assert report["stats"][JOINER]["changed"] > 0
+    ran = plays_run_on(report, JOINER)
+    for play in ("Flannel network config and agents", "Docker on the flannel lease"):
+        assert play in ran, ran
+    assert "Etcd cluster" not in ran
+    # The matrix under --limit: the new node and the node outside the play, both ways.
+    assert pair_checks(report) == ["all 2 pairs ping"]
+
+
+def test_full_run_after_join_changes_nothing() -> None:
+    rc, report, seconds = site(EDITS / "joiner.yml")
+    print(f"site.yml after the join: {seconds:.0f} s")
+    assert rc == 0, failures(report)
+    assert {host: stats["changed"] for host, stats in report["stats"].items()} == {
+        MEMBER: 0,
+        JOINER: 0,
+    }
+    assert pair_checks(report) == ["all 2 pairs ping"]
+
+
+def test_limit_refuses_a_new_etcd_member() -> None:
+    rc, report, _ = site(EDITS / "joiner.yml", EDITS / "member.yml", limit=JOINER)
+    assert rc != 0
+    assert [play["play"]["name"] for play in report["plays"]] == ["Inventory check"]
+    assert report["stats"][JOINER]["changed"] == 0
+    messages = failures(report)
+    assert "not an etcd member yet" in messages[0] and "--limit" in messages[0], messages
