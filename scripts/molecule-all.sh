@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# make test-molecule: every molecule scenario (`molecule test -s X`), one after another;
-# fails when any fails, after running all of them. Each scenario: three systemd nodes,
+# make test-molecule: every molecule scenario (`molecule test -s X`), in
+# PYFLANNEL_MOLECULE_JOBS lanes (default 2) that take the next scenario from one queue; fails
+# when any fails, after running all of them. Each scenario: three systemd nodes,
 # site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure);
 # live-switch instead switches the backend twice under live workload containers (side effect)
 # and checks that none restarted and bulk TCP still flows (molecule/live-switch/molecule.yml).
 #   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join
 #   scripts/molecule-all.sh udp ipip     only these
+# Lanes: lane 1 uses PYFLANNEL_MOLECULE_PREFIX / _BRIDGE_PREFIX (pyflannel / pyfl), lane N
+# appends N; the underlay PYFLANNEL_MOLECULE_SUBNET is split evenly between the lanes. Much of a
+# scenario is waiting (systemd boots, dpkg, retries, pingers), so two lanes on two cores take
+# about 0.6 of the serial time. Each scenario's output goes to build/molecule-logs/<name>.log;
+# a failed scenario's log tail is printed.
 # Starts dockerd and builds the images when missing (scripts/ensure-dockerd.sh,
 # scripts/build-images.sh); the pyflannel wheelhouse is built once (build/wheelhouse) and
 # shared by all scenarios.
 set -Euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=(default udp host-gw ipip live-switch join)
+# Longest first, so the lanes end close together.
+SCENARIOS=(live-switch join default udp host-gw ipip)
+JOBS=${PYFLANNEL_MOLECULE_JOBS:-2}
+PREFIX=${PYFLANNEL_MOLECULE_PREFIX:-pyflannel}
+BRIDGE_PREFIX=${PYFLANNEL_MOLECULE_BRIDGE_PREFIX:-pyfl}
+LOG_DIR=$REPO/build/molecule-logs
+TAIL_LINES=200
 # The scenarios' underlay (.config/molecule/config.yml reads the same variable).
 export PYFLANNEL_MOLECULE_SUBNET=${PYFLANNEL_MOLECULE_SUBNET:-198.51.100.0/26}
 
@@ -28,13 +40,58 @@ check_subnet_free() {
         "set PYFLANNEL_MOLECULE_SUBNET to a free one (or remove a leftover network)"
 }
 
+# The lane's share of the underlay: the N-th of JOBS equal subnets of PYFLANNEL_MOLECULE_SUBNET.
+lane_subnet() {
+    python3 - "$PYFLANNEL_MOLECULE_SUBNET" "$JOBS" "$1" <<'PY'
+import ipaddress, math, sys
+net, jobs, lane = ipaddress.ip_network(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+bits = math.ceil(math.log2(jobs)) if jobs > 1 else 0
+parts = list(net.subnets(prefixlen_diff=bits))
+if net.prefixlen + bits > 29:
+    sys.exit(f"PYFLANNEL_MOLECULE_SUBNET {net} is too small for {jobs} lanes; give a larger one")
+print(parts[lane - 1])
+PY
+}
+
+# Next scenario index from the shared queue (a counter file under a lock); empty when done.
+next_index() {
+    local i
+    i=$(flock "$QUEUE.lock" bash -c 'i=$(cat "$1"); echo $((i + 1)) >"$1"; echo "$i"' _ "$QUEUE")
+    [ "$i" -lt "${#RUN[@]}" ] && echo "$i"
+}
+
+run_lane() {
+    local lane=$1 suffix="" i s start rc
+    [ "$lane" = 1 ] || suffix=$lane
+    export PYFLANNEL_MOLECULE_PREFIX=$PREFIX$suffix
+    export PYFLANNEL_MOLECULE_BRIDGE_PREFIX=$BRIDGE_PREFIX$suffix
+    PYFLANNEL_MOLECULE_SUBNET=$(lane_subnet "$lane") || exit 1
+    export PYFLANNEL_MOLECULE_SUBNET
+    while i=$(next_index); do
+        s=${RUN[$i]}
+        log "lane $lane ($PYFLANNEL_MOLECULE_PREFIX, $PYFLANNEL_MOLECULE_SUBNET): molecule test -s $s"
+        start=$SECONDS
+        molecule test -s "$s" >"$LOG_DIR/$s.log" 2>&1
+        rc=$?
+        if [ "$rc" = 0 ]; then
+            echo "$s: passed in $((SECONDS - start))s" >"$LOG_DIR/$s.result"
+        else
+            echo "$s: FAILED (rc $rc) after $((SECONDS - start))s" >"$LOG_DIR/$s.result"
+            log "$s failed; last $TAIL_LINES lines of $LOG_DIR/$s.log:"
+            tail -n "$TAIL_LINES" "$LOG_DIR/$s.log"
+        fi
+        log "lane $lane: $(cat "$LOG_DIR/$s.result")"
+    done
+}
+
 main() {
-    local -a scenarios=("$@") results=()
+    local -a scenarios=("$@")
     [ ${#scenarios[@]} -gt 0 ] || scenarios=("${SCENARIOS[@]}")
     local s
     for s in "${scenarios[@]}"; do
         [ -f "$REPO/molecule/$s/molecule.yml" ] || die "no scenario molecule/$s"
     done
+    [[ "$JOBS" =~ ^[1-8]$ ]] || die "PYFLANNEL_MOLECULE_JOBS=$JOBS: give a number of lanes from 1 to 8"
     command -v molecule >/dev/null 2>&1 ||
         die "molecule is missing; install the provision extra: pip install -e '.[provision]'"
     bash "$REPO/scripts/ensure-dockerd.sh" || die "no Docker daemon"
@@ -42,26 +99,33 @@ main() {
     check_subnet_free
     cd "$REPO" || die "cannot cd to $REPO"
 
-    local failed=0 start total_start=$SECONDS rc
-    for s in "${scenarios[@]}"; do
-        log "== molecule test -s $s"
-        start=$SECONDS
-        molecule test -s "$s"
-        rc=$?
-        if [ "$rc" = 0 ]; then
-            results+=("$s: passed in $((SECONDS - start))s")
-        else
-            results+=("$s: FAILED (rc $rc) after $((SECONDS - start))s")
-            failed=1
-        fi
+    RUN=("${scenarios[@]}")
+    mkdir -p "$LOG_DIR"
+    for s in "${RUN[@]}"; do rm -f "$LOG_DIR/$s.log" "$LOG_DIR/$s.result"; done
+    QUEUE=$LOG_DIR/.queue
+    echo 0 >"$QUEUE"
+    local total_start=$SECONDS lane lanes=$JOBS
+    [ "$lanes" -le "${#RUN[@]}" ] || lanes=${#RUN[@]}
+    local -a pids=()
+    for ((lane = 1; lane <= lanes; lane++)); do
+        run_lane "$lane" &
+        pids+=($!)
     done
-    for s in "${results[@]}"; do log "$s"; done
-    log "total $((SECONDS - total_start))s"
+    # Stop the lanes (molecule destroys its nodes on SIGTERM) when this script is stopped.
+    trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
+    wait "${pids[@]}"
+    trap - INT TERM
+
+    local passed=0 failed=0 result
+    for s in "${RUN[@]}"; do
+        result=$(cat "$LOG_DIR/$s.result" 2>/dev/null || echo "$s: FAILED (did not run)")
+        log "$result"
+        case $result in *FAILED*) failed=$((failed + 1)) ;; *) passed=$((passed + 1)) ;; esac
+    done
+    log "total $((SECONDS - total_start))s in $lanes lanes"
     # A plain closing line CI can count: scenarios passed and failed.
-    local n_failed
-    n_failed=$(printf '%s\n' "${results[@]}" | grep -c FAILED || true)
-    echo "molecule: $(( ${#results[@]} - n_failed )) passed, ${n_failed} failed"
-    return "$failed"
+    echo "molecule: ${passed} passed, ${failed} failed"
+    [ "$failed" = 0 ]
 }
 
 main "$@"
