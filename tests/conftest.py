@@ -19,6 +19,7 @@ from tests.etcd_harness import (  # noqa: E402
     EtcdServer,
     Target,
     TlsEtcd,
+    TlsLab,
     make_store,
     make_tls,
     start_cluster,
@@ -28,7 +29,7 @@ from tests.etcd_harness import (  # noqa: E402
 if TYPE_CHECKING:
     from pyflannel.store import Store
 
-_ETCD_FIXTURES = frozenset({"etcd_server", "etcd_cluster", "etcd_tls", "store_for"})
+_ETCD_FIXTURES = frozenset({"etcd_server", "etcd_cluster", "etcd_tls", "store_for", "tls_lab"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,6 +67,16 @@ def etcd_tls(tmp_path: Path) -> Iterator[TlsEtcd]:
         yield TlsEtcd(server, tls)
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tls_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
+    """Real etcd servers that refuse in every TLS way a tool must explain (tests/etcd_harness)."""
+    lab = TlsLab.start(tmp_path_factory.mktemp("tls-lab"))
+    try:
+        yield lab
+    finally:
+        lab.cleanup()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ per case.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ pytestmark = pytest.mark.etcd
 OPTIONS = ("ca_cert", "client_cert", "client_key", "endpoints")
 # Each case is decided within one handshake; a case that waited for the timeout would show.
 TIMEOUT = 3
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
-    lab = TlsLab.start(tmp_path_factory.mktemp("tls-lab"))
-    try:
-        yield lab
-    finally:
-        lab.cleanup()
 
 
 def tls_args(case: TlsCase) -> dict[str, Any]:
@@ -56,8 +46,8 @@ def module_args(module: str, case: TlsCase) -> dict[str, Any]:
     return {**tls_args(case), "public_ip": "192.0.2.11", "subnet_file": ""}
 
 
-def run_cases(module: str, lab: TlsLab, workdir: Path) -> tuple[list[TlsCase], PlayRun]:
-    cases = lab.cases()
+def run_cases(module: str, tls_lab: TlsLab, workdir: Path) -> tuple[list[TlsCase], PlayRun]:
+    cases = tls_lab.cases()
     interpreter = SYSTEM_PYTHON if module == "etcd_key" else sys.executable
     workdir.mkdir(parents=True, exist_ok=True)
     if module == "etcd_key":  # the module must not lean on pyflannel
@@ -77,19 +67,19 @@ def assert_fails_in_one_line(result: dict[str, Any], case: TlsCase) -> None:
 
 
 @pytest.mark.parametrize("module", ["etcd_key", "flannel_lease"])
-def test_every_tls_failure_is_one_line(module: str, lab: TlsLab, tmp_path: Path) -> None:
-    cases, run = run_cases(module, lab, tmp_path)
+def test_every_tls_failure_is_one_line(module: str, tls_lab: TlsLab, tmp_path: Path) -> None:
+    cases, run = run_cases(module, tls_lab, tmp_path)
     assert len(run.results) == len(cases), run.stdout
     for case, result in zip(cases, run.results, strict=True):
         assert_fails_in_one_line(result, case)
 
 
 @pytest.mark.parametrize("module", ["etcd_key", "flannel_lease"])
-def test_the_right_files_work(module: str, lab: TlsLab, tmp_path: Path) -> None:
+def test_the_right_files_work(module: str, tls_lab: TlsLab, tmp_path: Path) -> None:
     """Against the same server the refusals came from: the files, not the server, were wrong."""
-    tls = lab.tls
+    tls = tls_lab.tls
     args: dict[str, Any] = {
-        "endpoints": [lab.url("etcd")],
+        "endpoints": [tls_lab.url("etcd")],
         "ca_cert": tls.ca,
         "client_cert": tls.client_cert,
         "client_key": tls.client_key,
@@ -110,10 +100,10 @@ def test_the_right_files_work(module: str, lab: TlsLab, tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", ["etcd_key", "flannel_lease"])
 @pytest.mark.parametrize("given", ["client_cert", "client_key"])
 def test_client_cert_and_key_are_required_together(
-    module: str, given: str, lab: TlsLab, tmp_path: Path
+    module: str, given: str, tls_lab: TlsLab, tmp_path: Path
 ) -> None:
-    tls = lab.tls
-    args: dict[str, Any] = {"endpoints": [lab.url("etcd")], "ca_cert": tls.ca}
+    tls = tls_lab.tls
+    args: dict[str, Any] = {"endpoints": [tls_lab.url("etcd")], "ca_cert": tls.ca}
     args[given] = tls.client_cert if given == "client_cert" else tls.client_key
     if module == "etcd_key":
         args.update(key="/k", value="v")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -36,15 +35,6 @@ FAST = 3.0
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWE] ")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
-    lab = TlsLab.start(tmp_path_factory.mktemp("tls-lab"))
-    try:
-        yield lab
-    finally:
-        lab.cleanup()
-
-
 def _case_names() -> list[str]:
     return [
         "no-client-cert",
@@ -62,8 +52,8 @@ def _case_names() -> list[str]:
 
 
 @pytest.fixture(params=_case_names())
-def case(request: pytest.FixtureRequest, lab: TlsLab) -> TlsCase:
-    by_name = {case.name: case for case in lab.cases()}
+def case(request: pytest.FixtureRequest, tls_lab: TlsLab) -> TlsCase:
+    by_name = {case.name: case for case in tls_lab.cases()}
     assert set(by_name) == set(_case_names())
     return by_name[request.param]
 
@@ -85,10 +75,12 @@ def tls_flags(case: TlsCase) -> list[str]:
     return flags
 
 
-def test_the_lab_itself_works(lab: TlsLab) -> None:
+def test_the_lab_itself_works(tls_lab: TlsLab) -> None:
     """The right files work against the TLS server: the failures below are the cases' own."""
-    tls = lab.tls
-    options = EtcdOptions((lab.url("etcd"),), tls.ca, tls.client_cert, tls.client_key, timeout=2)
+    tls = tls_lab.tls
+    options = EtcdOptions(
+        (tls_lab.url("etcd"),), tls.ca, tls.client_cert, tls.client_key, timeout=2
+    )
     with Store(options) as store:
         store.put("/tls/ok", "yes")
         assert store.get("/tls/ok").value == b"yes"  # type: ignore[union-attr]
@@ -104,24 +96,24 @@ def test_store_says_what_is_wrong(case: TlsCase) -> None:
     assert_message(str(caught.value), case)
 
 
-def test_store_names_every_endpoint_that_failed(lab: TlsLab) -> None:
+def test_store_names_every_endpoint_that_failed(tls_lab: TlsLab) -> None:
     """Two members, two different problems: one line with both."""
-    tls = lab.tls
+    tls = tls_lab.tls
     options = EtcdOptions(
-        (lab.url("foreign"), lab.url("misnamed")), tls.ca, tls.client_cert, tls.client_key
+        (tls_lab.url("foreign"), tls_lab.url("misnamed")), tls.ca, tls.client_cert, tls.client_key
     )
     with Store(options) as store, pytest.raises(StoreTlsError) as caught:
         store.get("/tls/key")
     message = str(caught.value)
     assert "\n" not in message
-    assert f"we refused etcd at {lab.url('foreign')}" in message
-    assert f"etcd at {lab.url('misnamed')} presents a server certificate" in message
+    assert f"we refused etcd at {tls_lab.url('foreign')}" in message
+    assert f"etcd at {tls_lab.url('misnamed')} presents a server certificate" in message
 
 
-def test_a_good_member_is_used_when_another_refuses_us(lab: TlsLab) -> None:
-    tls = lab.tls
+def test_a_good_member_is_used_when_another_refuses_us(tls_lab: TlsLab) -> None:
+    tls = tls_lab.tls
     options = EtcdOptions(
-        (lab.url("foreign"), lab.url("etcd")), tls.ca, tls.client_cert, tls.client_key
+        (tls_lab.url("foreign"), tls_lab.url("etcd")), tls.ca, tls.client_cert, tls.client_key
     )
     with Store(options) as store:
         store.put("/tls/failover", "ok")
@@ -186,14 +178,14 @@ def test_flanneld_exits_at_startup_with_one_line(case: TlsCase, tmp_path: Path) 
 # -- which failures are fatal --------------------------------------------------------------
 
 
-def test_flanneld_waits_for_an_unreachable_etcd_but_not_for_a_refusal(lab: TlsLab) -> None:
+def test_flanneld_waits_for_an_unreachable_etcd_but_not_for_a_refusal(tls_lab: TlsLab) -> None:
     """The startup check: an etcd that is not there yet is waited for (no error), a TLS
     refusal ends the agent. (Its step on its own: the rest of startup touches the kernel.)"""
-    tls = lab.tls
+    tls = tls_lab.tls
     good = ["--etcd-cafile", tls.ca, "--etcd-certfile", tls.client_cert]
     good += ["--etcd-keyfile", tls.client_key, "--etcd-timeout", "1"]
     dead = f"https://127.0.0.1:{free_ports(1)[0]}"
-    for endpoints, fatal in ((dead, False), (lab.url("foreign"), True)):
+    for endpoints, fatal in ((dead, False), (tls_lab.url("foreign"), True)):
         agent = Agent(parse_flags(["--etcd-endpoints", endpoints, *good], {}))
         agent.store = Store(
             EtcdOptions((endpoints,), tls.ca, tls.client_cert, tls.client_key, timeout=1)
@@ -208,12 +200,12 @@ def test_flanneld_waits_for_an_unreachable_etcd_but_not_for_a_refusal(lab: TlsLa
             agent.store.close()
 
 
-def test_a_running_agent_retries_and_picks_up_a_renewed_certificate(lab: TlsLab) -> None:
+def test_a_running_agent_retries_and_picks_up_a_renewed_certificate(tls_lab: TlsLab) -> None:
     """Once running, a refusal is an outage like any other: the config wait retries it, and
     the next connection reads the certificate files again, so a renewal needs no restart."""
-    tls = lab.tls
+    tls = tls_lab.tls
     cert, key = issue_cert(tls, "renewed-later", expired=True)
-    options = EtcdOptions((lab.url("etcd"),), tls.ca, cert, key, timeout=2)
+    options = EtcdOptions((tls_lab.url("etcd"),), tls.ca, cert, key, timeout=2)
     with Store(options) as store:
         manager = SubnetManager(store, "/tls-renewal")
         stop = threading.Event()
@@ -236,14 +228,14 @@ def test_a_running_agent_retries_and_picks_up_a_renewed_certificate(lab: TlsLab)
         assert manager.get_config().network == IPv4Network("10.5.0.0/16")
 
 
-def test_a_watch_says_what_is_wrong_too(lab: TlsLab) -> None:
+def test_a_watch_says_what_is_wrong_too(tls_lab: TlsLab) -> None:
     """The agent's lease watch logs the same line when it cannot (re)open its stream."""
-    tls = lab.tls
+    tls = tls_lab.tls
     cert, key = issue_cert(tls, "expired-watcher", expired=True)
-    options = EtcdOptions((lab.url("etcd"),), tls.ca, cert, key, timeout=2)
+    options = EtcdOptions((tls_lab.url("etcd"),), tls.ca, cert, key, timeout=2)
     with Store(options) as store, pytest.raises(StoreTlsError) as caught:
         store.watch_prefix("/tls-watch/", 1)
     message = str(caught.value)
     assert "\n" not in message and "TSI_" not in message
-    assert f"etcd at {lab.url('etcd')} refused our client certificate {cert}" in message
+    assert f"etcd at {tls_lab.url('etcd')} refused our client certificate {cert}" in message
     assert "it has expired" in message
