@@ -2,7 +2,7 @@
 # make test-molecule: every molecule scenario (`molecule test -s X`), one after another;
 # fails when any fails, after running all of them. Each scenario: three systemd nodes,
 # site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure).
-#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip
+#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, day2-nodes
 #   scripts/molecule-all.sh udp ipip     only these
 # Starts dockerd and builds the images when missing (scripts/ensure-dockerd.sh,
 # scripts/build-images.sh); the pyflannel wheelhouse is built once (build/wheelhouse) and
@@ -10,7 +10,7 @@
 set -Euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=(default udp host-gw ipip)
+SCENARIOS=(default udp host-gw ipip day2-nodes)
 # The scenarios' underlay (.config/molecule/config.yml reads the same variable).
 export PYFLANNEL_MOLECULE_SUBNET=${PYFLANNEL_MOLECULE_SUBNET:-198.51.100.0/26}
 
