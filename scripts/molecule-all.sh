@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make test-molecule: every molecule scenario (`molecule test -s X`), one after another;
 # fails when any fails, after running all of them. Each scenario: three systemd nodes,
-# site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure).
+# site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure);
+# day2-nodes runs remove-node, a rejoin, reset and a rebuild instead of the idempotence run.
 #   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, day2-nodes
 #   scripts/molecule-all.sh udp ipip     only these
 # Starts dockerd and builds the images when missing (scripts/ensure-dockerd.sh,
