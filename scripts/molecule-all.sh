@@ -4,8 +4,10 @@
 # when any fails, after running all of them. Each scenario: three systemd nodes,
 # site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure);
 # live-switch instead switches the backend twice under live workload containers (side effect)
-# and checks that none restarted and bulk TCP still flows (molecule/live-switch/molecule.yml).
-#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join
+# and checks that none restarted and bulk TCP still flows (molecule/live-switch/molecule.yml);
+# day2-nodes runs remove-node, a rejoin, reset and a rebuild instead of the idempotence run;
+# join adds a node with --limit.
+#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join, day2-nodes
 #   scripts/molecule-all.sh udp ipip     only these
 # Lanes: lane 1 uses PYFLANNEL_MOLECULE_PREFIX / _BRIDGE_PREFIX (pyflannel / pyfl), lane N
 # appends N; the underlay PYFLANNEL_MOLECULE_SUBNET is split evenly between the lanes. Much of a
@@ -19,7 +21,7 @@ set -Euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Longest first, so the lanes end close together.
-SCENARIOS=(live-switch join default udp host-gw ipip)
+SCENARIOS=(live-switch day2-nodes join default udp host-gw ipip)
 JOBS=${PYFLANNEL_MOLECULE_JOBS:-2}
 PREFIX=${PYFLANNEL_MOLECULE_PREFIX:-pyflannel}
 BRIDGE_PREFIX=${PYFLANNEL_MOLECULE_BRIDGE_PREFIX:-pyfl}
