@@ -94,6 +94,9 @@ main() {
         [ -f "$REPO/molecule/$s/molecule.yml" ] || die "no scenario molecule/$s"
     done
     [[ "$JOBS" =~ ^[1-8]$ ]] || die "PYFLANNEL_MOLECULE_JOBS=$JOBS: give a number of lanes from 1 to 8"
+    # <prefix><lane>-nodes must fit Linux's 15 characters of a device name.
+    [ "${#BRIDGE_PREFIX}" -le 8 ] ||
+        die "PYFLANNEL_MOLECULE_BRIDGE_PREFIX=$BRIDGE_PREFIX: 8 characters at most (bridge <prefix><lane>-nodes)"
     command -v molecule >/dev/null 2>&1 ||
         die "molecule is missing; install the provision extra: pip install -e '.[provision]'"
     bash "$REPO/scripts/ensure-dockerd.sh" || die "no Docker daemon"
