@@ -26,8 +26,8 @@ deps:
 	@bash scripts/ensure-test-deps.sh
 
 lint: deps
-	ruff check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts
-	ruff format --check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts
+	ruff check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts molecule roles
+	ruff format --check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts molecule roles
 	mypy pyflannel pyflannel_lab
 	ansible-lint
 
