@@ -44,6 +44,17 @@ class PlayRun:
         return self.results[-1]
 
 
+def json_report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The json callback's report of an ansible-playbook run; its output when there is none."""
+    try:
+        report: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f"no JSON from ansible-playbook:\n{proc.stdout}\n{proc.stderr}"
+        ) from None
+    return report
+
+
 def ansible_env(workdir: Path, callback: str | None = "ansible.builtin.json") -> dict[str, str]:
     env = {
         **os.environ,
@@ -100,12 +111,7 @@ def run_playbook(
     )
     results: list[dict[str, Any]] = []
     if callback == "ansible.builtin.json":
-        try:
-            report = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            raise AssertionError(
-                f"no JSON from ansible-playbook:\n{proc.stdout}\n{proc.stderr}"
-            ) from None
+        report = json_report(proc)
         for play_report in report["plays"]:
             results += [task["hosts"]["localhost"] for task in play_report["tasks"]]
     return PlayRun(proc.returncode, proc.stdout, proc.stderr, results)
