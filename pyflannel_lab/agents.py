@@ -158,14 +158,26 @@ class AgentCluster:
             return [str(self.flanneld), *common, *self.flanneld_args]
         return [sys.executable, "-m", "pyflannel", *common, *self.extra_args]
 
-    def start_all(self, timeout: float = 30.0, *, one_by_one: bool = False) -> None:
+    def start_all(
+        self,
+        timeout: float = 30.0,
+        *,
+        one_by_one: bool = False,
+        order: Sequence[int] | None = None,
+    ) -> None:
         """Start every agent, give each host its containers, wait until all pairs ping.
 
         one_by_one: each agent is ready (a flanneld one also watching) before the next
-        starts. flanneld v0.20.2 misses a lease claimed in the few milliseconds between its
-        own start-up list and its watch, and never lists again.
+        starts. flanneld v0.20.2 reads only the first event of each etcd watch response and
+        then watches again from the current revision: it misses a lease written in the few
+        milliseconds between its start-up list and its watch, or right after another event
+        (a node that deletes a lease and claims another), and never lists again.
+        order: the hosts in the order to start them (default h1, h2, ...).
         """
-        for i in self.agents:
+        hosts = list(order) if order is not None else list(self.agents)
+        if sorted(hosts) != sorted(self.agents):
+            raise FlannelError(f"order {hosts} must name every host once: {list(self.agents)}")
+        for i in hosts:
             self.start(i, wait=one_by_one, timeout=timeout)
             if one_by_one and self.kind(i) == FLANNELD:
                 time.sleep(FLANNELD_WATCH_SETTLE)
