@@ -485,3 +485,19 @@ def test_extra_vars_are_checked_too(node: str, tmp_path: Path) -> None:
     for host in hosts:
         _, _, message = run.first_failure(host)
         assert message.startswith("flannel_network_backend:") and "vxlan" in message, message
+
+
+def test_members_sharing_an_etcd_name(node: str, tmp_path: Path) -> None:
+    """Two members named alike (one by its host name, one set by hand): both told, the third not."""
+    hosts = {
+        "node-1": host_entry(node),
+        "node-2": host_entry(node, etcd_name="node-1"),
+        "node-3": host_entry(node, etcd_name="etcd-3"),
+    }
+    run = run_site(tmp_path, cluster(hosts))
+    assert_nothing_changed(run, node, tmp_path)
+    for host, other in (("node-1", "node-2"), ("node-2", "node-1")):
+        play, _, message = run.first_failure(host)
+        assert play == CHECK_PLAY
+        assert message.startswith("etcd_name: 'node-1' is also the name of " + other), message
+    assert run.first_failure("node-3")[1] == STOP_TASK

@@ -653,6 +653,8 @@ class ActionModule(ActionBase):
         problems += cross_checks(
             values, task_vars.get("groups", {}), task_vars.get("inventory_hostname", "")
         )
+        if "etcd" in roles and "etcd_name" in values:
+            problems += self._shared_member_name(values, task_vars, defaults)
         if "flannel_network" in roles and all(n in values for n in NETWORK_ARGS):
             try:
                 _network_config_filter()(*(values[n] for n in NETWORK_ARGS))
@@ -673,6 +675,36 @@ class ActionModule(ActionBase):
         else:
             result["msg"] = f"{len(values)} values valid for {', '.join(roles)}"
         return result
+
+    def _shared_member_name(
+        self, values: Mapping[str, Any], task_vars: Mapping[str, Any], defaults: Mapping[str, Any]
+    ) -> list[str]:
+        """etcd refuses a cluster whose members share a name: name the other holders."""
+        host = task_vars.get("inventory_hostname", "")
+        group = values.get("etcd_group_name", "etcd")
+        members = task_vars.get("groups", {}).get(group, [])
+        if host not in members:
+            return []
+        name = values["etcd_name"]
+        holders = []
+        for other in members:
+            if other == host:
+                continue
+            # The other host's own variables, untemplated (its templates resolve against them).
+            other_vars = dict(task_vars["hostvars"].raw_get(other))
+            raw = other_vars.get("etcd_name", defaults["etcd_name"])
+            try:
+                other_name = Templar(loader=self._loader, variables=other_vars).template(raw)
+            except AnsibleError:
+                continue  # that host's own check names what is wrong with it
+            if other_name == name:
+                holders.append(other)
+        if not holders:
+            return []
+        return [
+            f"etcd_name: {name!r} is also the name of {', '.join(holders)}: every member of "
+            f"group {group!r} needs its own name (etcd refuses duplicates); set etcd_name per host"
+        ]
 
     @staticmethod
     def _named(message: str, name: str, option: Mapping[str, Any]) -> str:
