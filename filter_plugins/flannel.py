@@ -9,7 +9,10 @@ are parsed with `pyflannel.subnetenv`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import json
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -170,6 +173,33 @@ def flannel_network_config(  # noqa: PLR0917 (positional: how Jinja filters are 
     return config
 
 
+def docker_daemon_settings(content_b64: str, path: str) -> dict[str, Any]:
+    """The settings of Docker's daemon.json (slurp's base64 content) as a dict.
+
+    Ansible's from_json would fail with a raw templating error; dockerd itself refuses to start
+    on such a file, so the role stops before touching it, saying where the file is broken.
+    """
+    try:
+        text = base64.b64decode(content_b64, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, TypeError) as exc:
+        raise AnsibleFilterError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
+    if not text.strip():
+        return {}  # dockerd starts on an empty file too
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnsibleFilterError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "dockerd would not start with it either: fix it or remove it"
+        ) from None
+    if not isinstance(settings, dict):
+        raise AnsibleFilterError(
+            f"{path}: must hold a JSON object ({{...}}), not a {type(settings).__name__}; "
+            "fix it or remove it"
+        )
+    return settings
+
+
 class FilterModule:
     """Ansible's entry point for this file's filters."""
 
@@ -178,6 +208,7 @@ class FilterModule:
             "flannel_backend_mtu": flannel_backend_mtu,
             "flannel_gateway": flannel_gateway,
             "flannel_docker_opts": flannel_docker_opts,
+            "docker_daemon_settings": docker_daemon_settings,
             "flannel_lease_key": flannel_lease_key,
             "flannel_network_config": flannel_network_config,
         }

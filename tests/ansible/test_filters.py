@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 from pathlib import Path
@@ -235,6 +236,46 @@ def test_network_config_uses_the_agents_validation() -> None:
     assert str(filt.value).endswith(str(agent.value))
 
 
+# -- docker_daemon_settings ---------------------------------------------------------------
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"log-driver": "journald", "live-restore": true}',
+         {"log-driver": "journald", "live-restore": True}),
+        ("", {}),
+        ("  \n", {}),
+    ],
+)  # fmt: skip
+def test_daemon_settings(text: str, expected: dict[str, Any]) -> None:
+    assert flannel.docker_daemon_settings(_b64(text), DAEMON_JSON) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (_b64('{"log-driver": "journald",\n "mtu" 1450}'),
+         ("not valid JSON", "Expecting ':' delimiter at line 2 column 8")),
+        (_b64('["live-restore"]'), ("JSON object", "not a list")),
+        (base64.b64encode(b"\xff\xfe").decode(), ("UTF-8",)),
+    ],
+)  # fmt: skip
+def test_daemon_settings_broken_file_is_one_line(content: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(AnsibleFilterError) as caught:
+        flannel.docker_daemon_settings(content, DAEMON_JSON)
+    message = str(caught.value)
+    assert message.startswith(DAEMON_JSON + ": ") and "\n" not in message, message
+    for word in words:
+        assert word in message, message
+
+
 def test_filter_module_lists_every_filter() -> None:
     names = set(flannel.FilterModule().filters())
     assert names == {
@@ -243,6 +284,7 @@ def test_filter_module_lists_every_filter() -> None:
         "flannel_docker_opts",
         "flannel_lease_key",
         "flannel_network_config",
+        "docker_daemon_settings",
     }
 
 
