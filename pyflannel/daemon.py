@@ -24,7 +24,7 @@ from types import FrameType
 from pyflannel import __version__
 from pyflannel.backend import create_backend
 from pyflannel.backend.base import Backend
-from pyflannel.backend.cleanup import remove_stale_state
+from pyflannel.backend.cleanup import remove_stale_devices, remove_stale_routes
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import (
     ConfigError,
@@ -49,6 +49,10 @@ from pyflannel.traffic import TrafficRules
 log = logging.getLogger("flanneld")
 
 CONFIG_CHECK_INTERVAL = 60.0
+# After a backend switch the old device stays this long after start-up, and until the first
+# lease snapshot is applied: peers still on the old backend send through it until they see our
+# new lease (milliseconds), and our routes to them move to the new backend in the meantime.
+STALE_DEVICE_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -165,12 +169,14 @@ class Agent:
         self.backend = create_backend(config, ext, **backend_options)
         self.backend.check()
         previous_env = self._previous_env()
-        remove_stale_state(
+        # Routes of the current Network stay: the backend takes them over or repairs them (a
+        # peer still on the old backend keeps its direct route). The old backend's device goes
+        # once our new lease is out (_main_loop): peers still send through it until then.
+        remove_stale_routes(
             self.backend.kernel,
-            keep_device=self.backend.device,
             ext_index=ext.index,
             networks=[config.network] + ([previous_env.network] if previous_env else []),
-            keep_direct_routes_in=config.network if self.backend.routes_via_external() else None,
+            keep_direct_routes_in=config.network,
         )
         self.attrs = self.backend.prepare()
         previous = previous_env.subnet.network if previous_env else None
@@ -210,10 +216,13 @@ class Agent:
         reconcile_at = time.monotonic() + self._jitter(self.opts.reconcile_interval)
         resync_at = time.monotonic() + self.opts.iptables_resync
         config_check_at = time.monotonic() + CONFIG_CHECK_INTERVAL
+        stale_devices_at: float | None = time.monotonic() + STALE_DEVICE_GRACE
         while not self.stop_event.is_set():
             self.state.beat()
             now = time.monotonic()
             wake = min(renew_at, reconcile_at, resync_at, config_check_at)
+            if stale_devices_at is not None:
+                wake = min(wake, stale_devices_at)
             try:
                 item = self.events.get(timeout=max(0.0, min(wake - now, 1.0)))
             except queue.Empty:
@@ -222,6 +231,15 @@ class Agent:
                 self._handle(item, manager, config)
                 continue
             now = time.monotonic()
+            # (Here the event queue is empty: the first snapshot's peers, once listed, are in.)
+            if (
+                stale_devices_at is not None
+                and now >= stale_devices_at
+                and self.watcher is not None
+                and self.watcher.stats.revision > 0  # set once the snapshot is queued
+            ):
+                remove_stale_devices(self.backend.kernel, keep_device=self.backend.device)
+                stale_devices_at = None
             if now >= renew_at:
                 renew_at = now + self._renew(manager, config)
             if now >= reconcile_at:

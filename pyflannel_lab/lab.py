@@ -565,7 +565,8 @@ class Lab:
         result = self.ping_result(src, dst_ip, count=count, size=size, df=df, timeout=timeout)
         return result.returncode == 0
 
-    def _container_ip_of(self, name: str) -> str:
+    def container_ip_of(self, name: str) -> str:
+        """The address of a container given by name (h<host>c<n>)."""
         m = re.fullmatch(r"h(\d+)c(\d+)", name)
         assert m is not None
         return self.container_ip(int(m.group(1)), int(m.group(2)))
@@ -576,7 +577,7 @@ class Lab:
         pairs = list(itertools.permutations(names, 2))
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = pool.map(
-                lambda p: self.ping(p[0], self._container_ip_of(p[1]), timeout=timeout), pairs
+                lambda p: self.ping(p[0], self.container_ip_of(p[1]), timeout=timeout), pairs
             )
             return dict(zip(pairs, results, strict=True))
 
@@ -699,7 +700,7 @@ class Lab:
                 "up": self.host_ns(i) in existing,
                 "underlay_ip": self.host_ip(i),
                 "subnet": self._hosts[i].subnet,
-                "containers": {c: self._container_ip_of(c) for c in self._hosts[i].containers},
+                "containers": {c: self.container_ip_of(c) for c in self._hosts[i].containers},
             }
         etcd_up = self._etcd_pid is not None and _is_running(self._etcd_pid)
         return {

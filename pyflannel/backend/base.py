@@ -11,6 +11,7 @@ the agent restarts.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar
@@ -20,6 +21,8 @@ from pyflannel.backend.netlink import Kernel
 from pyflannel.config import NetworkConfig
 from pyflannel.iface import ExternalInterface
 from pyflannel.subnet.lease import Lease, LeaseAttrs, lease_backend_type
+
+log = logging.getLogger(__name__)
 
 
 class Backend(ABC):
@@ -39,6 +42,8 @@ class Backend(ABC):
         self.repairs = 0  # kernel entries put back by reconcile (a metric)
         # host-gw style routes: host-gw's whole route set, DirectRouting for vxlan and ipip.
         self.direct = DirectRoutes(self.kernel, self)
+        # Peers of another backend routed directly (apply_mixed_peer).
+        self.mixed: set[ipaddress.IPv4Network] = set()
 
     def routes_via_external(self) -> bool:
         """True when peers may be routed straight through the external interface."""
@@ -50,6 +55,43 @@ class Backend(ABC):
 
     def lease_attrs(self) -> LeaseAttrs:
         return LeaseAttrs(public_ip=self.ext.public_ip, backend_type=lease_backend_type(self.type))
+
+    def serves(self, lease: Lease) -> bool:
+        """True for a peer of our own backend (the BackendType its nodes write)."""
+        return lease.attrs.backend_type == lease_backend_type(self.type)
+
+    def split_peers(
+        self, peers: Mapping[ipaddress.IPv4Network, Lease]
+    ) -> tuple[dict[ipaddress.IPv4Network, Lease], dict[ipaddress.IPv4Network, Lease]]:
+        """(peers of our backend, peers of other backends: reached by mixed routes)."""
+        own = {s: lease for s, lease in peers.items() if self.serves(lease)}
+        return own, {s: lease for s, lease in peers.items() if s not in own}
+
+    def apply_mixed_peer(self, lease: Lease) -> None:
+        """A peer on another backend (mid-switch): straight through the external interface.
+
+        Unencapsulated packets are what every backend's nodes accept (they forward to their
+        bridge), so while a backend switch rolls node by node, switched and not yet switched
+        nodes on one L2 segment keep reaching each other. flanneld ignores such peers.
+        """
+        if lease.subnet not in self.mixed:
+            log.info(
+                "peer %s (%s) runs backend %s, we run %s: routed directly on %s until both "
+                "run one backend",
+                lease.subnet,
+                lease.attrs.public_ip,
+                lease.attrs.backend_type or "udp",
+                self.type,
+                self.ext.name,
+            )
+        self.mixed.add(lease.subnet)
+        self.direct.apply(lease, mixed=True)
+
+    def forget_mixed_peer(self, subnet: ipaddress.IPv4Network) -> None:
+        """The peer runs our backend again (or left): its direct route goes."""
+        if subnet in self.mixed:
+            self.mixed.discard(subnet)
+            self.direct.remove(subnet)
 
     def check(self) -> None:  # noqa: B027  (an optional hook: most backends accept any setup)
         """Refuse a setup that cannot work, before anything in the kernel is touched."""
@@ -80,6 +122,8 @@ class Backend(ABC):
             "pyflannel_backend_repairs_total": float(self.repairs),
             # Peers that host-gw style routing cannot reach (not on our L2 segment).
             "pyflannel_unreachable_peers": float(len(self.direct.unreachable)),
+            # Peers on another backend, reached by direct routes (a backend switch rolling).
+            "pyflannel_mixed_backend_peers": float(len(self.mixed)),
         }
 
     def close(self) -> None:

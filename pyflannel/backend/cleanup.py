@@ -30,25 +30,35 @@ def flannel_devices(kernel: Kernel) -> list[str]:
     return names
 
 
-def remove_stale_state(
-    kernel: Kernel,
-    *,
-    keep_device: str | None,
-    ext_index: int,
-    networks: Iterable[ipaddress.IPv4Network],
-    keep_direct_routes_in: ipaddress.IPv4Network | None,
-) -> list[str]:
-    """Delete other backends' devices and stale gateway routes on the external interface.
+def remove_stale_devices(kernel: Kernel, *, keep_device: str | None) -> list[str]:
+    """Delete the other backends' devices; returns what was removed.
 
-    `keep_direct_routes_in`: the current Network when the current backend itself routes
-    through the external interface (host-gw, DirectRouting); its routes are then left to the
-    backend's own reconcile. Returns a description of what was removed.
+    The agent calls this a moment after its new lease is published and its peers are
+    programmed: until then the old device still carries traffic to and from peers that have
+    not yet seen the switch.
     """
     removed = []
     for name in flannel_devices(kernel):
         if name != keep_device:
             kernel.delete_link(name)
             removed.append(f"device {name}")
+    _log_removed(removed)
+    return removed
+
+
+def remove_stale_routes(
+    kernel: Kernel,
+    *,
+    ext_index: int,
+    networks: Iterable[ipaddress.IPv4Network],
+    keep_direct_routes_in: ipaddress.IPv4Network | None,
+) -> list[str]:
+    """Delete stale gateway routes on the external interface; returns what was removed.
+
+    `keep_direct_routes_in`: the current Network, whose routes through the external interface
+    any backend may own (host-gw, DirectRouting, peers on another backend) and repairs itself.
+    """
+    removed = []
     for network in set(networks):
         for route in kernel.routes(network, oif=ext_index):
             if route.gateway is None:
@@ -57,6 +67,10 @@ def remove_stale_state(
                 continue
             kernel.route_delete(route)
             removed.append(f"route {route.dst} via {route.gateway}")
+    _log_removed(removed)
+    return removed
+
+
+def _log_removed(removed: list[str]) -> None:
     for item in removed:
         log.info("removed leftover %s (other backend or old Network)", item)
-    return removed

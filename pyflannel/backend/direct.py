@@ -39,16 +39,26 @@ class DirectRoutes:
     def route(self, lease: Lease) -> Route:
         return Route(lease.subnet, lease.attrs.public_ip, self.backend.ext.index, onlink=False)
 
-    def apply(self, lease: Lease) -> bool:
+    def apply(self, lease: Lease, *, mixed: bool = False) -> bool:
+        """Route to the peer's public IP; False (logged once) when it is not on-link.
+
+        mixed: the peer runs another backend, reachable only when it is on our segment.
+        """
         if not self.reachable(lease):
             if lease.subnet not in self.unreachable:
+                why = (
+                    f"it runs backend {lease.attrs.backend_type or 'udp'}, we run "
+                    f"{self.backend.type}: unreachable until both run one backend"
+                    if mixed
+                    else "host-gw needs all nodes on one L2 network, use vxlan or ipip instead"
+                )
                 log.error(
-                    "peer %s: public IP %s is not on-link on %s (%s); host-gw needs all nodes "
-                    "on one L2 network, use vxlan or ipip instead",
+                    "peer %s: public IP %s is not on-link on %s (%s); %s",
                     lease.subnet,
                     lease.attrs.public_ip,
                     self.backend.ext.name,
                     self.ext_address.network,
+                    why,
                 )
             self.unreachable.add(lease.subnet)
             return False

@@ -1,7 +1,8 @@
 """host-gw: no encapsulation; per peer `<subnet> via <PublicIP> dev <ext>`.
 
 Needs every node on one L2 segment: the peer's public IP must be on-link. A peer that is not is
-reported (log + counter) instead of being silently broken.
+reported (log + counter) instead of being silently broken. Peers on another backend (a switch
+rolling through the cluster) get the same route.
 """
 
 from __future__ import annotations
@@ -40,18 +41,17 @@ class HostGwBackend(Backend):
         self.own_lease = lease
 
     def apply_peer(self, lease: Lease) -> None:
-        if lease.attrs.backend_type != self.type:
-            log.warning(
-                "peer %s uses backend %s, not host-gw; not routing to it",
-                lease.subnet,
-                lease.attrs.backend_type,
-            )
-            return
-        self.direct.apply(lease)
+        if self.serves(lease):
+            self.mixed.discard(lease.subnet)
+            self.direct.apply(lease)
+        else:
+            self.apply_mixed_peer(lease)  # the same route: only the log and metric differ
 
     def remove_peer(self, lease: Lease) -> None:
+        self.mixed.discard(lease.subnet)
         self.direct.remove(lease.subnet)
 
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
-        wanted = {s: lease for s, lease in peers.items() if lease.attrs.backend_type == self.type}
-        self.repairs += self.direct.sync(wanted)
+        _, mixed = self.split_peers(peers)
+        self.mixed = set(mixed)
+        self.repairs += self.direct.sync(peers)

@@ -126,30 +126,36 @@ class IpipBackend(TunBackend):
         return not (self.direct_routing and self.direct.reachable(lease))
 
     def apply_peer(self, lease: Lease) -> None:
-        if lease.attrs.backend_type != self.type:
-            super().apply_peer(lease)  # logs and ignores
+        if not self.serves(lease):
+            self.apply_mixed_peer(lease)  # replaces the route into our device: no gap
+            self.kernel.route_delete(self._route(lease))  # (gone, unless the peer is unreachable)
+            if not self.kernel_mode:
+                self.pump_forget(lease.subnet)
             return
+        self.mixed.discard(lease.subnet)
         if not self._tunnelled(lease):
             self.kernel.route_delete(self._route(lease))
             self.direct.apply(lease)
             if not self.kernel_mode:
-                super().remove_peer(lease)
+                self.pump_forget(lease.subnet)
             return
+        self.kernel.route_replace(self._route(lease))  # takes over a direct route, if any
         self.direct.remove(lease.subnet)
-        self.kernel.route_replace(self._route(lease))
         if not self.kernel_mode:
             super().apply_peer(lease)
 
     def remove_peer(self, lease: Lease) -> None:
         self.kernel.route_delete(self._route(lease))
+        self.mixed.discard(lease.subnet)
         self.direct.remove(lease.subnet)
         if not self.kernel_mode:
-            super().remove_peer(lease)
+            self.pump_forget(lease.subnet)
 
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
-        mine = {s: lease for s, lease in peers.items() if lease.attrs.backend_type == self.type}
+        mine, mixed = self.split_peers(peers)
+        self.mixed = set(mixed)
         tunnelled = {s: lease for s, lease in mine.items() if self._tunnelled(lease)}
-        direct = {s: lease for s, lease in mine.items() if s not in tunnelled}
+        direct = {s: lease for s, lease in peers.items() if s not in tunnelled}
         if self.kernel_mode:
             if self.kernel.link_index(DEVICE) != self.index:
                 log.warning("%s is gone; recreating it", DEVICE)
@@ -158,7 +164,7 @@ class IpipBackend(TunBackend):
                     self.activate(self.own_lease)
                 self.repairs += 1
         else:
-            super().reconcile(tunnelled)
+            self.reconcile_pump(tunnelled)
         self.repairs += self.direct.sync(direct)
         current = {r.dst: r for r in self.kernel.routes(self.config.network, oif=self.index)}
         for dst, route in current.items():

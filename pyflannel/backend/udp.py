@@ -32,10 +32,11 @@ class UdpBackend(TunBackend):
         super().__init__(*args, **kwargs)
         self.port: int = self.config.backend.options["Port"]
 
-    def accepts(self, lease: Lease) -> bool:
+    def serves(self, lease: Lease) -> bool:
         # flanneld's udp leases carry no BackendType; "udp" is what pyflannel wrote before it
         # matched flanneld, kept so that a rolling upgrade does not cut old nodes off. (flanneld
-        # forwards to any lease: a vxlan or host-gw node has nothing listening on our port.)
+        # forwards to any lease: a vxlan or host-gw node has nothing listening on our port;
+        # we route those directly, see Backend.apply_mixed_peer.)
         return lease.attrs.backend_type in ("", self.type)
 
     def prepare(self) -> LeaseAttrs:

@@ -162,27 +162,32 @@ class TunBackend(Backend):
     def install_routes(self, lease: Lease) -> None:
         """Routes that exist independently of peers (udp: the whole Network)."""
 
-    def accepts(self, lease: Lease) -> bool:
-        """True for a peer lease of our backend (the BackendType its nodes write)."""
-        return lease.attrs.backend_type == self.type
-
     def apply_peer(self, lease: Lease) -> None:
-        if not self.accepts(lease):
-            log.warning(
-                "peer %s uses backend %r, not %s; not forwarding to it",
-                lease.subnet,
-                lease.attrs.backend_type,
-                self.type,
-            )
+        if not self.serves(lease):
+            self.apply_mixed_peer(lease)  # more specific than any route into our device
+            self.pump_forget(lease.subnet)
             return
         self.peers[lease.subnet] = lease
         self._push_peers()
+        self.forget_mixed_peer(lease.subnet)  # the pump carries it now
 
     def remove_peer(self, lease: Lease) -> None:
-        if self.peers.pop(lease.subnet, None) is not None:
+        self.forget_mixed_peer(lease.subnet)
+        self.pump_forget(lease.subnet)
+
+    def pump_forget(self, subnet: ipaddress.IPv4Network) -> None:
+        """Out of the pump's peer table (nothing else)."""
+        if self.peers.pop(subnet, None) is not None:
             self._push_peers()
 
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        own, mixed = self.split_peers(peers)
+        self.reconcile_pump(own)
+        self.mixed = set(mixed)
+        self.repairs += self.direct.sync(mixed)
+
+    def reconcile_pump(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        """The device, its address and routes, and the pump's peer table: exactly `peers`."""
         if self.kernel.link_index(self.device) != self.index:
             log.warning("%s is gone; recreating it", self.device)
             self.ensure_tun()
@@ -194,9 +199,8 @@ class TunBackend(Backend):
                 self.index, ipaddress.IPv4Interface((self.own_lease.subnet.network_address, 32))
             )
             self.install_routes(self.own_lease)
-        wanted = {s: lease for s, lease in peers.items() if self.accepts(lease)}
-        if wanted != self.peers:
-            self.peers = dict(wanted)
+        if dict(peers) != self.peers:
+            self.peers = dict(peers)
             self.repairs += 1
         self._push_peers()
 

@@ -155,14 +155,14 @@ class VxlanBackend(Backend):
     # -- peers --------------------------------------------------------------------------------
 
     def _peer(self, lease: Lease) -> VxlanPeer | None:
+        """The vxlan peer of a vxlan lease; None (logged) when its VtepMAC is unusable."""
         data = lease.attrs.backend_data or {}
         mac = str(data.get("VtepMAC", "")).lower()
-        if lease.attrs.backend_type != self.type or not _MAC_RE.match(mac):
+        if not _MAC_RE.match(mac):
             log.warning(
-                "peer %s (%s) has backend %s with VtepMAC %r; not a vxlan peer, skipped",
+                "peer %s (%s) has backend vxlan with VtepMAC %r; not a usable vxlan peer, skipped",
                 lease.subnet,
                 lease.attrs.public_ip,
-                lease.attrs.backend_type,
                 data.get("VtepMAC"),
             )
             return None
@@ -178,14 +178,23 @@ class VxlanBackend(Backend):
         )
 
     def apply_peer(self, lease: Lease) -> None:
+        if not self.serves(lease):
+            old_peer = self.applied.pop(lease.subnet, None)
+            self.apply_mixed_peer(lease)  # replaces the route first: no gap
+            if old_peer is not None:
+                self._remove_entries(old_peer)  # (its route on our device is gone already)
+            return
+        self.mixed.discard(lease.subnet)
         if self.direct_routing and self.direct.reachable(lease):
             self._forget(lease.subnet)
             if self.direct.apply(lease):
                 self.applied[lease.subnet] = None
             return
+        # A mixed peer that switched to vxlan: route_replace below takes over its direct route.
         peer = self._peer(lease)
         if peer is None:
-            self._forget(lease.subnet)  # e.g. the peer switched to another backend
+            self._forget(lease.subnet)
+            self.direct.remove(lease.subnet)
             return
         old = self.applied.get(lease.subnet)
         if old is not None and old != peer:
@@ -200,8 +209,9 @@ class VxlanBackend(Backend):
 
     def remove_peer(self, lease: Lease) -> None:
         self._forget(lease.subnet)
+        self.mixed.discard(lease.subnet)
         self.direct.remove(lease.subnet)
-        peer = self._peer(lease) if lease.attrs.backend_type == self.type else None
+        peer = self._peer(lease) if self.serves(lease) else None
         if peer is not None:
             self._remove_entries(peer)
 
@@ -229,9 +239,11 @@ class VxlanBackend(Backend):
         elif self.own_lease is not None:
             self.activate(self.own_lease)
 
-        direct: dict[ipaddress.IPv4Network, Lease] = {}
+        own, mixed = self.split_peers(peers)
+        self.mixed = set(mixed)
+        direct: dict[ipaddress.IPv4Network, Lease] = dict(mixed)
         wanted: dict[ipaddress.IPv4Network, VxlanPeer] = {}
-        for subnet, lease in peers.items():
+        for subnet, lease in own.items():
             if self.direct_routing and self.direct.reachable(lease):
                 direct[subnet] = lease
             elif (peer := self._peer(lease)) is not None:
