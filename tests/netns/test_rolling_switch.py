@@ -5,8 +5,9 @@ old backend, the new config written, then the agents restarted one at a time wit
 between them (the mixed phase a rolling switch goes through). While a peer runs another
 backend, each agent routes it directly on the shared segment (Backend.apply_mixed_peer), and the
 old device stays until the new lease is out (daemon.STALE_DEVICE_GRACE): no pair may lose more
-than GAP_LIMIT of replies (RESTART_GAP_LIMIT when leaving a userspace path, see there). Afterwards every node holds exactly the new backend's state (no
-mixed-phase route left). The figures go to build/rolling-switch-gaps.txt.
+than GAP_LIMIT of replies (RESTART_GAP_LIMIT when leaving a userspace path, see there).
+Afterwards every node holds exactly the new backend's state (no mixed-phase route left). The
+figures go to build/rolling-switch-gaps.txt.
 """
 
 from __future__ import annotations
