@@ -248,6 +248,10 @@ ROWS: list[Row] = [
     abs_row("flannel_env_file"),
     Row("flannel_unit_file", "/etc/systemd/system/flanneld", (".service",)),
     Row("flannel_subnet_file_timeout", -1, (">= 1",)),
+    Row("flannel_network_config_applied", ["vxlan"], DICT_WORDS),
+    abs_row("flannel_network_config_record"),
+    bool_row("flannel_health_check"),
+    Row("flannel_health_attempts", 0, (">= 1",)),
     # -- docker ---------------------------------------------------------------------------------
     bool_row("docker_install_packages"),
     Row("docker_packages", ["Docker IO"], ("debian package",)),
@@ -501,3 +505,22 @@ def test_members_sharing_an_etcd_name(node: str, tmp_path: Path) -> None:
         assert play == CHECK_PLAY
         assert message.startswith("etcd_name: 'node-1' is also the name of " + other), message
     assert run.first_failure("node-3")[1] == STOP_TASK
+
+
+@pytest.mark.parametrize("value", ["0", "150%", "half"])
+def test_bad_roll_batch_on_the_command_line(node: str, tmp_path: Path, value: str) -> None:
+    hosts = {name: host_entry(node) for name in ("node-1", "node-2", "node-3")}
+    run = run_site(tmp_path, cluster(hosts), "-e", f"flannel_roll_batch={value}")
+    assert_nothing_changed(run, node, tmp_path)
+    _, _, message = run.first_failure("node-1")
+    assert message.startswith(f"flannel_roll_batch: '{value}' must be a number of nodes"), message
+
+
+def test_roll_batch_in_the_inventory_is_refused(node: str, tmp_path: Path) -> None:
+    """serial is read before inventory variables: an inventory value would be ignored silently."""
+    hosts = {name: host_entry(node, flannel_roll_batch=2) for name in ("node-1", "node-2", "node-3")}
+    run = run_site(tmp_path, cluster(hosts))
+    assert_nothing_changed(run, node, tmp_path)
+    _, _, message = run.first_failure("node-2")
+    assert message.startswith("flannel_roll_batch: 2 is set in the inventory"), message
+    assert "-e flannel_roll_batch=2" in message, message

@@ -29,8 +29,10 @@ from urllib.parse import urlsplit
 import yaml
 from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.action import ActionBase
 from ansible.template import Templar
+from ansible.utils.vars import load_extra_vars
 
 ROLES_DIR = Path(__file__).resolve().parents[2]
 REPO = ROLES_DIR.parent
@@ -379,8 +381,10 @@ RULES: dict[str, tuple[Check, ...]] = {
     "flannel_extra_env": (agent_env,),
     "flannel_extra_args": (agent_args,),
     "flannel_env_file": (absolute_path,),
+    "flannel_network_config_record": (absolute_path,),
     "flannel_unit_file": (absolute_path, suffix(".service")),
     "flannel_subnet_file_timeout": (AT_LEAST_ONE,),
+    "flannel_health_attempts": (AT_LEAST_ONE,),
     # docker
     "docker_packages": (DEB_PACKAGES,),
     "docker_tool_packages": (DEB_PACKAGES,),
@@ -535,6 +539,35 @@ def cross_checks(
     return problems
 
 
+ROLL_BATCH = re.compile(r"^([1-9][0-9]*)%?$")
+
+
+def _roll_batch(task_vars: Mapping[str, Any]) -> list[str]:
+    """site.yml's flannel_roll_batch: a play's batch size, set by -e or a playbook's vars.
+
+    Ansible sizes a play's batches before it reads inventory variables: one set there would be
+    ignored without a word.
+    """
+    if "flannel_roll_batch" not in task_vars:
+        return []
+    value = task_vars["flannel_roll_batch"]
+    inventory_and_extra = task_vars["hostvars"].raw_get(task_vars["inventory_hostname"])
+    if "flannel_roll_batch" in inventory_and_extra and "flannel_roll_batch" not in load_extra_vars(
+        DataLoader()
+    ):
+        return [
+            f"flannel_roll_batch: {value!r} is set in the inventory, where Ansible does not read "
+            "a play's batch size: give it on the command line (-e flannel_roll_batch=2)"
+        ]
+    match = ROLL_BATCH.match(str(value).strip())
+    if match is None or (str(value).strip().endswith("%") and int(match.group(1)) > 100):
+        return [
+            f"flannel_roll_batch: {value!r} must be a number of nodes (1, 2, ...) or a "
+            "percentage of them (1%..100%)"
+        ]
+    return []
+
+
 # -- the flannel_network_config filter -------------------------------------------------------------
 
 NETWORK_ARGS = (
@@ -653,6 +686,8 @@ class ActionModule(ActionBase):
         problems += cross_checks(
             values, task_vars.get("groups", {}), task_vars.get("inventory_hostname", "")
         )
+        if "flannel" in roles:
+            problems += _roll_batch(task_vars)
         if "etcd" in roles and "etcd_name" in values:
             problems += self._shared_member_name(values, task_vars, defaults)
         if "flannel_network" in roles and all(n in values for n in NETWORK_ARGS):
