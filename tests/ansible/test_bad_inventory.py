@@ -518,7 +518,9 @@ def test_bad_roll_batch_on_the_command_line(node: str, tmp_path: Path, value: st
 
 def test_roll_batch_in_the_inventory_is_refused(node: str, tmp_path: Path) -> None:
     """serial is read before inventory variables: an inventory value would be ignored silently."""
-    hosts = {name: host_entry(node, flannel_roll_batch=2) for name in ("node-1", "node-2", "node-3")}
+    hosts = {
+        name: host_entry(node, flannel_roll_batch=2) for name in ("node-1", "node-2", "node-3")
+    }
     run = run_site(tmp_path, cluster(hosts))
     assert_nothing_changed(run, node, tmp_path)
     _, _, message = run.first_failure("node-2")
