@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "build" / "rolling-switch-gaps.txt"
 BACKENDS = ("vxlan", "host-gw", "udp", "ipip")
 SWITCHES = [(old, new) for old in BACKENDS for new in BACKENDS if old != new]
-ROLL_PAUSE = 2.0  # seconds between two nodes' restarts: the cluster runs mixed meanwhile
+ROLL_PAUSE = 1.0  # seconds between two nodes' restarts: the cluster runs mixed meanwhile
 GAP_LIMIT = 1.0  # seconds of lost replies allowed per pair (issue goal)
 # Leaving udp, or ipip without kernel ipip (as here): the packet pump is a child of the agent
 # and goes with it (flanneld's udp too), so a node's own traffic stops from the old agent's

@@ -87,7 +87,7 @@ def test_onlink_route_to_every_peer(host: Any) -> None:
         if subnet != own:
             peers[str(subnet)] = _underlay(other)[0]
     assert len(peers) == len(testinfra_hosts) - 1
-    routes = json.loads(host.check_output(f"ip -4 -j route show {NETWORK} root {NETWORK}"))
+    routes = json.loads(host.check_output(f"ip -4 -j route show root {NETWORK}"))
     found = {r["dst"]: r for r in routes}
     for subnet, public_ip in peers.items():
         route = found.get(subnet)
