@@ -13,7 +13,7 @@ BACKEND ?= vxlan
 help:
 	@echo "make lab [BACKEND=vxlan|udp|host-gw|ipip]  local 3-node cluster + site.yml + ping matrix"
 	@echo "make lab-down                               remove the lab"
-	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule)"
+	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule, vagrant)"
 	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule | test-vagrant"
 	@echo "make lint                                   ruff, mypy, ansible-lint"
 	@echo "make bench                                  leasing and data-plane benchmarks"
@@ -31,8 +31,7 @@ lint: deps
 	mypy pyflannel pyflannel_lab
 	ansible-lint
 
-# test-vagrant is not part of `test` yet: it has not passed end to end (README, "The VM tier").
-test: deps test-unit test-etcd test-netns test-interop test-ansible test-molecule
+test: deps test-unit test-etcd test-netns test-interop test-ansible test-molecule test-vagrant
 
 test-unit: deps
 	$(PYTEST) tests/unit -q

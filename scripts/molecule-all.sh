@@ -103,6 +103,12 @@ main() {
     bash "$REPO/scripts/build-images.sh" || die "could not build the node images"
     check_subnet_free
     cd "$REPO" || die "cannot cd to $REPO"
+    # The scenarios test this tree: a pyflannel wheel left from an older tree with the same
+    # version would be reused by the flannel role (it builds only when the wheel is missing).
+    # Built once here, as the role would: lanes building it side by side could copy a half-written one.
+    rm -f "$REPO"/build/wheelhouse/pyflannel-*.whl
+    python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$REPO/build/wheelhouse" "$REPO" ||
+        die "could not build the wheelhouse"
 
     RUN=("${scenarios[@]}")
     mkdir -p "$LOG_DIR"

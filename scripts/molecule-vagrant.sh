@@ -91,6 +91,8 @@ main() {
     bash "$REPO/scripts/ensure-dockerd.sh" >/dev/null || die "no Docker daemon"
     bash "$REPO/scripts/build-images.sh" >/dev/null || die "could not build the busybox archive"
     cd "$REPO" || die "cannot cd to $REPO"
+    # This tree's agent, not a wheel of the same version built from an older one.
+    rm -f "$REPO"/build/wheelhouse/pyflannel-*.whl
     # Leftovers of an interrupted run first: a rebuilt box must not pull the disk from under them.
     timeout 600 "$VENV/bin/python" -m molecule destroy -s "$SCENARIO" >/dev/null 2>&1 || true
     local start=$SECONDS
