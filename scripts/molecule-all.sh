@@ -9,6 +9,7 @@
 # join adds a node with --limit.
 #   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join, day2-nodes
 #   scripts/molecule-all.sh udp ipip     only these
+#   PYFLANNEL_MOLECULE_SCENARIOS="udp ipip" scripts/molecule-all.sh   the same (make test-molecule)
 # Lanes: lane 1 uses PYFLANNEL_MOLECULE_PREFIX / _BRIDGE_PREFIX (pyflannel / pyfl), lane N
 # appends N; the underlay PYFLANNEL_MOLECULE_SUBNET is split evenly between the lanes. Much of a
 # scenario is waiting (systemd boots, dpkg, retries, pingers), so two lanes on two cores take
@@ -88,6 +89,9 @@ run_lane() {
 
 main() {
     local -a scenarios=("$@")
+    if [ ${#scenarios[@]} -eq 0 ] && [ -n "${PYFLANNEL_MOLECULE_SCENARIOS:-}" ]; then
+        read -r -a scenarios <<<"$PYFLANNEL_MOLECULE_SCENARIOS"
+    fi
     [ ${#scenarios[@]} -gt 0 ] || scenarios=("${SCENARIOS[@]}")
     local s
     for s in "${scenarios[@]}"; do

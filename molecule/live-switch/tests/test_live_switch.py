@@ -30,6 +30,7 @@ testinfra_hosts = RUNNER.get_hosts("flannel")
 
 SWITCHES = {"1-vxlan": "host-gw -> vxlan", "2-udp": "vxlan -> udp"}
 PING_INTERVAL = 0.1
+GAP_LIMIT = 1.0  # seconds of lost replies per pair during a rolling switch (measured 0.1-0.3)
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 REPLY = re.compile(r"bytes from [0-9.]+: seq=(\d+) ")
 SENT = re.compile(r"(\d+) packets transmitted")
@@ -90,6 +91,8 @@ def test_connectivity_gap(switch: str, report: list[str]) -> None:
         f"switch {SWITCHES[switch]}: site.yml {seconds}s, longest gap {worst:.1f}s "
         f"(per pair: {', '.join(pairs)})"
     )
+    # site.yml rolls node by node and agents route peers on the other backend directly.
+    assert worst <= GAP_LIMIT, f"{switch}: a pair lost {worst:.1f} s of replies ({pairs})"
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
