@@ -19,7 +19,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCENARIO=vagrant-ipip
 VENV="$REPO/build/venv-vagrant"
 DRIVER_SPEC='molecule-plugins[vagrant]==25.8.12'
-STEPS=(syntax create prepare converge idempotence verify side_effect)
+STEPS=(syntax create prepare converge idempotence verify side-effect)
 
 export VAGRANT_HOME=${VAGRANT_HOME:-$REPO/build/vagrant/home}
 # No outside access: no version or box-update checks.
