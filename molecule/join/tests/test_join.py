@@ -82,7 +82,10 @@ def test_join_with_limit() -> None:
     assert set(report["stats"]) == {JOINER}, report["stats"]
     assert report["stats"][JOINER]["changed"] > 0
     ran = plays_run_on(report, JOINER)
-    for play in ("Flannel network config and agents", "Docker on the flannel lease"):
+    for play in (
+        "Flannel network config and agent software",
+        "Flannel agents and Docker, node by node",
+    ):
         assert play in ran, ran
     assert "Etcd cluster" not in ran
     # The matrix under --limit: the new node and the node outside the play, both ways.
