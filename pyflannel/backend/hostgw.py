@@ -8,15 +8,12 @@ rolling through the cluster) get the same route.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Mapping
 
 from pyflannel.backend.base import Backend
 from pyflannel.errors import FlannelError
 from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
-
-log = logging.getLogger(__name__)
 
 
 class HostGwBackend(Backend):
