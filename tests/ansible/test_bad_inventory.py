@@ -149,6 +149,7 @@ ROWS: list[Row] = [
     Row("etcd_etcdctl_cert_file", "admin.crt", ABS_WORDS),
     Row("etcd_etcdctl_key_file", "", ("set both",)),
     abs_row("etcd_etcdctl_env_file"),
+    bool_row("etcd_remove_unlisted_members"),
     Row("etcd_health_retries", 0, (">= 1",)),
     Row("etcd_health_delay", -2, (">= 0",)),
     Row("etcd_start_timeout", 0, (">= 1",)),

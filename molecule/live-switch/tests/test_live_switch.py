@@ -1,8 +1,10 @@
-"""A backend switch under live workloads (side_effect.yml did the switches; this reads results).
+"""Day-2 steps under live workloads (side_effect.yml ran them; this reads the results).
 
 Per switch (host-gw -> vxlan, vxlan -> udp): the longest run of lost replies of the 10/s
 pingers between the workload containers of every pair of nodes (the connectivity gap), and
-8 MiB TCP transfers both ways between old and new containers. Afterwards: no workload container
+8 MiB TCP transfers both ways between old and new containers. The agent upgrade and the SIGKILL
+of every flanneld (both on kernel vxlan): no reply lost, every agent restarted on its subnet,
+the upgrade on the tree's version. Afterwards: no workload container
 restarted, and site.yml run once more changes nothing; last, with the workloads removed,
 site.yml rebuilds the bridge and new containers get the lease's MTU. The figures go to
 build/live-switch-report.txt (and the log).
@@ -28,7 +30,9 @@ REPORT = REPO / "build" / "live-switch-report.txt"
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("flannel")
 
-SWITCHES = {"1-vxlan": "host-gw -> vxlan", "2-udp": "vxlan -> udp"}
+SWITCHES = {"1-vxlan": "host-gw -> vxlan", "4-udp": "vxlan -> udp"}
+# Steps that restart every agent on the kernel vxlan path: not one reply may be lost.
+RESTARTS = {"2-upgrade": "agent upgrade (rolling site.yml)", "3-kill": "flanneld SIGKILL"}
 PING_INTERVAL = 0.1
 GAP_LIMIT = 1.0  # seconds of lost replies per pair during a rolling switch (measured 0.1-0.3)
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
@@ -55,6 +59,19 @@ def ping_runs(log: str) -> dict[str, tuple[int, int, int]]:
             longest = max(longest, run)
         runs[ip.strip()] = (count, longest, run)
     return runs
+
+
+def lost_replies(log: str) -> dict[str, tuple[int, int]]:
+    """Peer ip -> (sent, replies lost), not counting the last request (in flight at the stop)."""
+    lost = {}
+    for section in log.split("== ")[1:]:
+        ip, _, body = section.partition("\n")
+        sent = SENT.search(body)
+        assert sent, f"pinger to {ip} died before it was stopped:\n{body[-500:]}"
+        count = int(sent.group(1))
+        received = {int(seq) for seq in REPLY.findall(body)}
+        lost[ip.strip()] = (count, sum(1 for seq in range(count - 1) if seq not in received))
+    return lost
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +110,85 @@ def test_connectivity_gap(switch: str, report: list[str]) -> None:
     )
     # site.yml rolls node by node and agents route peers on the other backend directly.
     assert worst <= GAP_LIMIT, f"{switch}: a pair lost {worst:.1f} s of replies ({pairs})"
+
+
+def _agents(step: str, when: str) -> dict[str, dict[str, Any]]:
+    return {
+        node: json.loads((RESULTS / step / f"agent-{when}-{node}.json").read_text())
+        for node in testinfra_hosts
+    }
+
+
+@pytest.mark.parametrize("step", RESTARTS)
+def test_agent_restart_loses_no_reply(step: str, report: list[str]) -> None:
+    names = _name_by_ip()
+    lost_pairs = []
+    for node in testinfra_hosts:
+        lost = lost_replies((RESULTS / step / f"ping-{node}.log").read_text())
+        assert sorted(lost) == sorted(ip for ip, n in names.items() if n != node)
+        for ip, (sent, missing) in lost.items():
+            assert sent > 20, f"{step}: {node} -> {names[ip]} sent only {sent} requests"
+            if missing:
+                lost_pairs.append(f"{node} -> {names[ip]}: {missing} of {sent}")
+    seconds = (RESULTS / step / "seconds").read_text().strip()
+    report.append(
+        f"{RESTARTS[step]}: {seconds}s with pingers, lost replies: {lost_pairs or 'none'}"
+    )
+    assert not lost_pairs, f"{step} on kernel vxlan lost replies: {lost_pairs}"
+
+
+@pytest.mark.parametrize("step", RESTARTS)
+def test_every_agent_restarted_on_its_subnet(step: str, report: list[str]) -> None:
+    before, after = _agents(step, "before"), _agents(step, "after")
+    for node in testinfra_hosts:
+        old, new = before[node], after[node]
+        assert new["state"] == "active", f"{step}: flanneld on {node} is {new['state']}"
+        assert new["pid"] not in (0, old["pid"]), f"{step}: flanneld on {node} not restarted"
+        assert new["subnet"] == old["subnet"], f"{step}: {node} changed subnet {old} -> {new}"
+    if step == "3-kill":
+        # Restarted by systemd (Restart=on-failure), not by the play.
+        for node in testinfra_hosts:
+            assert after[node]["restarts"] == before[node]["restarts"] + 1, (before, after)
+    if step == "2-upgrade":
+        tree = re.search(r'(?m)^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text())
+        assert tree
+        for node in testinfra_hosts:
+            assert before[node]["version"] == f"{tree.group(1)}.dev0", before[node]
+            assert after[node]["version"] == tree.group(1), after[node]
+    first = testinfra_hosts[0]
+    report.append(
+        f"{RESTARTS[step]}: every flanneld restarted on its subnet "
+        f"(pyflannel {before[first]['version']} -> {after[first]['version']})"
+    )
+
+
+def test_failed_roll_stops_at_the_failing_node(report: list[str]) -> None:
+    """Node 2 failed its health gate: the roll stopped there, naming it; node 3 was not touched."""
+    step = RESULTS / "5-failed-roll"
+    log = (step / "site.log").read_text()
+    first, failing, last = testinfra_hosts
+    assert (step / "rc").read_text().strip() != "0", "site.yml passed with node 2's vxlan blocked"
+    assert f"health gate: {failing} " in log and "does not reach" in log, log[-3000:]
+    recap = {
+        m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+        for m in re.finditer(r"(?m)^(\S+)\s+: (ok=.*)$", log.split("PLAY RECAP", 1)[-1])
+    }
+    assert recap[failing]["failed"] == 1 and recap[first]["failed"] == 0, recap
+    records = {
+        node: (
+            json.loads((step / f"record-{node}-before.json").read_text()),
+            json.loads((step / f"record-{node}-after.json").read_text()),
+        )
+        for node in testinfra_hosts
+    }
+    backends = {n: [r["network"]["Backend"]["Type"] for r in rs] for n, rs in records.items()}
+    # Nodes 1 and 2 rolled to vxlan; node 3, after the failure, kept its udp record.
+    assert backends == {first: ["udp", "vxlan"], failing: ["udp", "vxlan"], last: ["udp", "udp"]}
+    assert records[last][0] == records[last][1]
+    report.append(
+        f"failed roll (vxlan blocked on {failing}): stopped at {failing} with its health gate; "
+        f"{last} left on udp, untouched; site.yml with udp afterwards brought all back"
+    )
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
