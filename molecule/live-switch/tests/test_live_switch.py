@@ -44,34 +44,35 @@ def _before() -> dict[str, dict[str, Any]]:
     return dict(json.loads((RESULTS / "before.json").read_text()))
 
 
-def ping_runs(log: str) -> dict[str, tuple[int, int, int]]:
-    """Peer ip -> (sent, longest run of lost replies, lost replies at the end)."""
-    runs = {}
+def pinger_results(log: str) -> dict[str, tuple[int, set[int]]]:
+    """Peer ip -> (requests sent, sequence numbers answered), from pingers-stop.yml's output."""
+    results = {}
     for section in log.split("== ")[1:]:
         ip, _, body = section.partition("\n")
         sent = SENT.search(body)
         assert sent, f"pinger to {ip} died before it was stopped:\n{body[-500:]}"
-        count = int(sent.group(1))
-        received = {int(seq) for seq in REPLY.findall(body)}
+        results[ip.strip()] = (int(sent.group(1)), {int(seq) for seq in REPLY.findall(body)})
+    return results
+
+
+def ping_runs(log: str) -> dict[str, tuple[int, int, int]]:
+    """Peer ip -> (sent, longest run of lost replies, lost replies at the end)."""
+    runs = {}
+    for ip, (count, received) in pinger_results(log).items():
         longest = run = 0
         for seq in range(count):
             run = 0 if seq in received else run + 1
             longest = max(longest, run)
-        runs[ip.strip()] = (count, longest, run)
+        runs[ip] = (count, longest, run)
     return runs
 
 
 def lost_replies(log: str) -> dict[str, tuple[int, int]]:
     """Peer ip -> (sent, replies lost), not counting the last request (in flight at the stop)."""
-    lost = {}
-    for section in log.split("== ")[1:]:
-        ip, _, body = section.partition("\n")
-        sent = SENT.search(body)
-        assert sent, f"pinger to {ip} died before it was stopped:\n{body[-500:]}"
-        count = int(sent.group(1))
-        received = {int(seq) for seq in REPLY.findall(body)}
-        lost[ip.strip()] = (count, sum(1 for seq in range(count - 1) if seq not in received))
-    return lost
+    return {
+        ip: (count, sum(1 for seq in range(count - 1) if seq not in received))
+        for ip, (count, received) in pinger_results(log).items()
+    }
 
 
 @pytest.fixture(scope="module")
