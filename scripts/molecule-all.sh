@@ -3,10 +3,11 @@
 # PYFLANNEL_MOLECULE_JOBS lanes (default 2) that take the next scenario from one queue; fails
 # when any fails, after running all of them. Each scenario: three systemd nodes,
 # site.yml, an idempotence run, testinfra + ping matrix, nodes removed (also on failure);
-# live-switch instead switches the backend twice under live workload containers (side effect)
-# and checks that none restarted and bulk TCP still flows (molecule/live-switch/molecule.yml);
-# day2-nodes runs remove-node, a rejoin, reset and a rebuild instead of the idempotence run;
-# join adds a node with --limit.
+# default adds faults (a node restarted, an etcd member down when site.yml starts);
+# live-switch instead, under live workload containers with pingers, switches the backend twice,
+# rolls an agent upgrade, SIGKILLs every flanneld and runs a roll that must stop
+# (molecule/live-switch/molecule.yml); day2-nodes runs remove-node, a rejoin, reset, a rebuild
+# and etcd 3 -> 1 -> 3 instead of the idempotence run; join adds a node with --limit.
 #   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join, day2-nodes
 #   scripts/molecule-all.sh udp ipip     only these
 #   PYFLANNEL_MOLECULE_SCENARIOS="udp ipip" scripts/molecule-all.sh   the same (make test-molecule)
