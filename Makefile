@@ -8,7 +8,7 @@ PYTEST ?= $(PYTHON) -m pytest
 BACKEND ?= vxlan
 
 .PHONY: help install deps lint test test-unit test-etcd test-netns test-interop test-ansible test-molecule \
-        test-vagrant lab lab-down netns-lab netns-lab-down bench clean
+        test-vagrant lab lab-down netns-lab netns-lab-down bench bench-short clean
 
 help:
 	@echo "make lab [BACKEND=vxlan|udp|host-gw|ipip]  local 3-node cluster + site.yml + ping matrix"
@@ -16,10 +16,11 @@ help:
 	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule, vagrant)"
 	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule | test-vagrant"
 	@echo "make lint                                   ruff, mypy, ansible-lint"
-	@echo "make bench                                  leasing and data-plane benchmarks"
+	@echo "make bench                                  benchmarks -> docs/benchmarks.md (~12 min)"
+	@echo "make bench-short                            the CI variant (under 2 min)"
 
 install:
-	$(PYTHON) -m pip install -q -e '.[test,provision]'
+	$(PYTHON) -m pip install -q -e '.[test,provision,bench]'
 
 # Installs what is missing (apt and pip); quick when everything is there.
 deps:
@@ -75,9 +76,17 @@ netns-lab:
 netns-lab-down:
 	$(PYTHON) -m pyflannel_lab down
 
-bench:
+# JSON per run in build/bench; the full run rewrites docs/benchmarks.md and its chart.
+bench: deps
 	$(PYTHON) bench/leasing.py
-	$(PYTHON) bench/dataplane.py
+	$(PYTHON) bench/dataplane.py --json build/bench/dataplane.json
+	$(PYTHON) bench/report.py --dataplane build/bench/dataplane.json --out docs
+
+# Under two minutes (CI): the main paths, one round; the report stays in build/bench.
+bench-short: deps
+	$(PYTHON) bench/dataplane.py --short --json build/bench/dataplane-short.json
+	$(PYTHON) bench/report.py --dataplane build/bench/dataplane-short.json --out build/bench \
+		--command "make bench-short"
 
 clean:
 	rm -rf build/lib build/wheelhouse dist *.egg-info .mypy_cache .ruff_cache

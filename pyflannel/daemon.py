@@ -166,6 +166,8 @@ class Agent:
         backend_options = {}
         if config.backend.type == "vxlan":
             backend_options["disable_tx_checksum"] = self.opts.vxlan_disable_tx_checksum
+        if config.backend.type in ("udp", "ipip"):
+            backend_options["fast_path"] = self.opts.userspace_fast_path
         self.backend = create_backend(config, ext, **backend_options)
         self.backend.check()
         previous_env = self._previous_env()
@@ -238,7 +240,12 @@ class Agent:
                 and self.watcher is not None
                 and self.watcher.stats.revision > 0  # set once the snapshot is queued
             ):
-                remove_stale_devices(self.backend.kernel, keep_device=self.backend.device)
+                remove_stale_devices(
+                    self.backend.kernel,
+                    keep_device=self.backend.device,
+                    ext_index=self.backend.ext.index,
+                    keep_fast_path=getattr(self.backend, "fast_path", None) is not None,
+                )
                 stale_devices_at = None
             if now >= renew_at:
                 renew_at = now + self._renew(manager, config)

@@ -53,6 +53,7 @@ class DaemonOptions:
     # pyflannel extensions (flanneld has no such flags):
     reconcile_interval: float = 10.0
     vxlan_disable_tx_checksum: bool = False
+    userspace_fast_path: bool = True
     verbosity: int = 0
     logtostderr: bool = True
     log_dir: str | None = None
@@ -239,6 +240,13 @@ _FLAGS: tuple[_Flag, ...] = (
         "vxlan_disable_tx_checksum",
         _bool,
         "turn off tx checksum offload on flannel.N (the usual vxlan checksum bug workaround)",
+    ),
+    _Flag(
+        "userspace-fast-path",
+        "userspace_fast_path",
+        _bool,
+        "udp and userspace ipip: forward known peers' packets in the kernel (eBPF), the pump "
+        "for the rest; =false: the pump for everything",
     ),
     _Flag("v", "verbosity", _int_in(0, None), "log verbosity", "level"),
     _Flag("logtostderr", "logtostderr", _bool, "log to stderr instead of files"),

@@ -111,16 +111,22 @@ class AgentCluster:
     @classmethod
     @contextlib.contextmanager
     def running(
-        cls, backend: str, *, hosts: int = 3, prefix: str = "pfd", **kwargs: Any
+        cls,
+        backend: str,
+        *,
+        hosts: int = 3,
+        prefix: str = "pfd",
+        wire_like: bool = False,
+        **kwargs: Any,
     ) -> Iterator[AgentCluster]:
         """A fresh lab with etcd and converged agents; everything is taken down afterwards."""
-        lab = Lab(name_prefix=f"{prefix}{secrets.token_hex(2)}", hosts=hosts)
+        lab = Lab(name_prefix=f"{prefix}{secrets.token_hex(2)}", hosts=hosts, wire_like=wire_like)
         try:
             lab.up()
             lab.start_etcd()
             cluster = cls(lab, backend, **kwargs)
             cluster.put_config()
-            cluster.start_all()
+            cluster.start_all(one_by_one=bool(cluster.flanneld_hosts()))
             yield cluster
         finally:
             lab.down()
@@ -131,6 +137,9 @@ class AgentCluster:
         backend = {"Type": self.backend, **self.backend_options}
         config = {"Network": str(self.network), "SubnetLen": 24, "Backend": backend}
         self.lab.etcdctl("put", f"{self.prefix}/config", json.dumps(config))
+
+    def flanneld_hosts(self) -> list[int]:
+        return [i for i in self.agents if self.kind(i) == FLANNELD]
 
     def kind(self, host: int) -> str:
         return self.agents[host].kind

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -117,6 +118,19 @@ class _HostState:
     containers: list[str] = field(default_factory=list)
 
 
+# Run inside a namespace: tx checksumming off on a device (TSO and tunnel segmentation depend on
+# it, so the kernel segments and checksums in software before the device). ethtool's
+# `-K dev tx off`; ethtool itself is not on every machine, pyroute2 is.
+_TX_CHECKSUM_OFF = """
+import sys
+from pyroute2.ethtool import Ethtool
+ethtool = Ethtool()
+features = ethtool.get_features(sys.argv[1])
+features.features["tx-checksum-ip-generic"].enable = False
+ethtool.set_features(sys.argv[1], features)
+"""
+
+
 class Lab:
     """Hosts, containers and an etcd as network namespaces on one machine."""
 
@@ -127,7 +141,12 @@ class Lab:
         underlay: str = "192.0.2.0/24",
         overlay_subnets: list[str] | None = None,
         containers_per_host: int = 1,
+        *,
+        wire_like: bool = False,
     ) -> None:
+        """wire_like: the hosts' underlay veths checksum and segment in software, as a NIC
+        puts packets on a wire (by default a veth hands offloaded packets on unsegmented, with
+        unfinished checksums, which only kernel receivers take; flanneld's udp proxy does not)."""
         if not PREFIX_RE.match(name_prefix):
             raise UsageError(
                 f"lab prefix {name_prefix!r} is invalid; use 1-12 lowercase letters/digits "
@@ -142,6 +161,7 @@ class Lab:
         self.prefix = name_prefix
         self.hosts = hosts
         self.containers_per_host = containers_per_host
+        self.wire_like = wire_like
         self.underlay = self._check_underlay(underlay, hosts)
         subnets = overlay_subnets
         if subnets is not None and len(subnets) != hosts:
@@ -368,6 +388,8 @@ class Lab:
             ipr.addr("add", index=eth, address=self.host_ip(i), prefixlen=self.underlay.prefixlen)
             ipr.link("set", index=eth, state="up")
         self.sysctl(i, "net.ipv4.ip_forward", "1")
+        if self.wire_like:
+            self.run(i, sys.executable, "-c", _TX_CHECKSUM_OFF, UPLINK)
 
     def sysctl(self, node: Node, key: str, value: str) -> None:
         self.run(node, "sysctl", "-qw", f"{key}={value}")

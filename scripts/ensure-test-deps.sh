@@ -18,8 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! "$PYTHON" -c 'import pyflannel, pyetcd, pyroute2, pytest, pytest_timeout, cryptography, ansible, molecule, testinfra' \
+if ! "$PYTHON" -c 'import pyflannel, pyetcd, pyroute2, pytest, pytest_timeout, cryptography, ansible, molecule, testinfra, matplotlib' \
     >/dev/null 2>&1; then
-    echo "ensure-test-deps: pip install -e '${REPO}[test,provision]'"
-    "$PYTHON" -m pip install -q -e "${REPO}[test,provision]"
+    echo "ensure-test-deps: pip install -e '${REPO}[test,provision,bench]'"
+    "$PYTHON" -m pip install -q -e "${REPO}[test,provision,bench]"
 fi

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
+from pyflannel.backend.ebpf.fastpath import remove_decap_filter
 from pyflannel.backend.netlink import Kernel
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,15 @@ def flannel_devices(kernel: Kernel) -> list[str]:
     return names
 
 
-def remove_stale_devices(kernel: Kernel, *, keep_device: str | None) -> list[str]:
-    """Delete the other backends' devices; returns what was removed.
+def remove_stale_devices(
+    kernel: Kernel,
+    *,
+    keep_device: str | None,
+    ext_index: int | None = None,
+    keep_fast_path: bool = False,
+) -> list[str]:
+    """Delete the other backends' devices (and, unless the backend now running has one, the
+    userspace backends' eBPF decap filter on the external interface); returns what went.
 
     The agent calls this a moment after its new lease is published and its peers are
     programmed: until then the old device still carries traffic to and from peers that have
@@ -42,6 +50,8 @@ def remove_stale_devices(kernel: Kernel, *, keep_device: str | None) -> list[str
         if name != keep_device:
             kernel.delete_link(name)
             removed.append(f"device {name}")
+    if ext_index is not None and not keep_fast_path and remove_decap_filter(ext_index, kernel.ipr):
+        removed.append("eBPF decap filter on the external interface")
     _log_removed(removed)
     return removed
 

@@ -52,6 +52,9 @@ class PumpSpec:
     tunnel_ip: str = ""  # our address on the TUN (source of ICMP errors we generate)
     # False: the TUN lives only as long as the pump holds it (udp, as flanneld's flannel0).
     persistent: bool = True
+    # The underlay device, whose eBPF decap filter (if any) redirects into a TUN that goes
+    # with a non-persistent pump: removed when the pump ends (0: nothing to remove).
+    underlay_index: int = 0
 
 
 @dataclass
@@ -291,4 +294,12 @@ def serve(spec: PumpSpec, control: Connection) -> None:
         control.send(("error", f"{spec.tun_name}: {exc.strerror or exc}"))
         return
     control.send(("ready", None))
-    pump.run()
+    try:
+        pump.run()
+    finally:
+        if not spec.persistent and spec.underlay_index:
+            # Also when the agent was killed (the pipe's EOF ends run()): a filter left behind
+            # would swallow the next flannel0's packets (a restarted agent, or flanneld).
+            from pyflannel.backend.ebpf.fastpath import remove_decap_filter
+
+            remove_decap_filter(spec.underlay_index)

@@ -61,4 +61,5 @@ class UdpBackend(TunBackend):
             port=self.port,
             tunnel_ip=str(lease.subnet.network_address),
             persistent=False,
+            underlay_index=self.ext.index,
         )

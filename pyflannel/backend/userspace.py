@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyflannel.backend.base import Backend
+from pyflannel.backend.ebpf.fastpath import (
+    FastPath,
+    FastPathUnavailable,
+    passes_offloaded_packets,
+)
+from pyflannel.backend.ebpf.programs import Layout
 from pyflannel.backend.pump import Mode, PumpSpec, serve
 from pyflannel.errors import DataPathError, FlannelError
 from pyflannel.subnet.lease import Lease
@@ -36,12 +42,15 @@ class TunBackend(Backend):
     device: str
     persistent_tun: ClassVar[bool] = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.index = 0
         self.peers: dict[ipaddress.IPv4Network, Lease] = {}
         self._process: BaseProcess | None = None
         self._control: Connection | None = None
+        self.want_fast_path = fast_path
+        self.fast_path: FastPath | None = None
+        self.data_path = "pump"  # what carries peers' packets (a metric label and a log line)
 
     # -- device and pump ----------------------------------------------------------------------
 
@@ -96,9 +105,63 @@ class TunBackend(Backend):
             raise DataPathError(f"{self.type}: packet pump failed to start: {detail}")
         self._process, self._control = process, parent
         log.info("%s packet pump running (pid %s)", self.type, process.pid)
+        self.start_fast_path()
         self._push_peers()
 
+    def start_fast_path(self) -> None:
+        """Known peers' packets in the kernel; the pump stays for the rest (and as fallback)."""
+        self.stop_fast_path()
+        if not self.want_fast_path:
+            log.info("%s data path: the packet pump (--userspace-fast-path=false)", self.type)
+            return
+        layout = Layout(
+            mode=self.mode,
+            network=self.config.network,
+            subnet_len=self.config.subnet_len,
+            local_ip=self.ext.iface_addr,
+            port=getattr(self, "port", 0),
+            underlay_index=self.ext.index,
+            tun_index=self.index,
+        )
+        try:
+            fast_path = FastPath(layout)
+            fast_path.attach(self.kernel.ipr)
+        except FastPathUnavailable as exc:
+            log.warning(
+                "%s data path: the packet pump only; the kernel refused the eBPF fast path (%s)",
+                self.type,
+                exc,
+            )
+            return
+        self.fast_path, self.data_path = fast_path, "ebpf"
+        log.info(
+            "%s data path: eBPF (encap on %s egress, decap on %s ingress), the pump for the rest",
+            self.type,
+            self.device,
+            self.ext.name,
+        )
+        if passes_offloaded_packets(self.ext.name, self.kernel.link_kind(self.ext.index)):
+            log.warning(
+                "%s: %s is a veth with tx checksumming on: offloaded packets reach the peer "
+                "unsegmented and without final checksums, which only kernel receivers take; with "
+                "peers that read datagrams in userspace (%spyflannel with "
+                "--userspace-fast-path=false) run `ethtool -K %s tx off` here, or "
+                "--userspace-fast-path=false",
+                self.type,
+                self.ext.name,
+                "flanneld's udp backend, " if self.mode == "udp" else "",
+                self.ext.name,
+            )
+
+    def stop_fast_path(self) -> None:
+        """Our descriptors only: the filters stay and keep forwarding in the kernel until a new
+        fast path replaces them (an agent restart), or the TUN goes (udp)."""
+        if self.fast_path is not None:
+            self.fast_path.close()
+            self.fast_path, self.data_path = None, "pump"
+
     def stop_pump(self) -> None:
+        self.stop_fast_path()
         if self._process is None or self._control is None:
             return
         try:
@@ -133,6 +196,8 @@ class TunBackend(Backend):
     def _push_peers(self) -> None:
         table = {str(subnet): str(lease.attrs.public_ip) for subnet, lease in self.peers.items()}
         self._request("peers", table)
+        if self.fast_path is not None:
+            self.fast_path.set_peers(table)
 
     def pump_stats(self) -> dict[str, int]:
         return dict(self._request("stats") or {})
@@ -141,6 +206,10 @@ class TunBackend(Backend):
         values = super().metrics()
         for name, value in self.pump_stats().items():
             values[f"pyflannel_pump_{name}_total"] = float(value)
+        values["pyflannel_fast_path_active"] = 1.0 if self.fast_path is not None else 0.0
+        if self.fast_path is not None:
+            for name, value in self.fast_path.stats().items():
+                values[f"pyflannel_fast_path_{name}_total"] = float(value)
         return values
 
     # -- Backend interface --------------------------------------------------------------------

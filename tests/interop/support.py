@@ -40,7 +40,9 @@ def mixed_cluster(
     while it starts, see AgentCluster.start_all), every host has its container on its leased
     subnet and all pairs ping. The lab is taken down afterwards, also on failure.
     """
-    lab = Lab(name_prefix=f"{LAB_PREFIX}{secrets.token_hex(2)}", hosts=hosts)
+    # wire_like: flanneld's udp proxy reads datagrams in userspace, so the underlay must deliver
+    # what a wire does (see Lab), or TCP from a pyflannel fast path never arrives.
+    lab = Lab(name_prefix=f"{LAB_PREFIX}{secrets.token_hex(2)}", hosts=hosts, wire_like=True)
     try:
         lab.up()
         lab.start_etcd()

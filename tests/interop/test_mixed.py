@@ -20,6 +20,7 @@ import pytest
 
 from pyflannel_lab.agents import FLANNELD, PYFLANNEL, AgentCluster
 from pyflannel_lab.peers import Peers
+from pyflannel_lab.transfer import transfer
 from tests.interop.support import (
     flannelctl,
     lease_template,
@@ -159,6 +160,20 @@ def test_full_mtu_ping_with_df_both_ways(cluster: AgentCluster, case: Case) -> N
         assert result.returncode == 0, (
             f"h{src} ({cluster.kind(src)}) -> h{dst} ({cluster.kind(dst)}): {result.stdout}"
         )
+
+
+def test_bulk_tcp_both_ways(cluster: AgentCluster, case: Case) -> None:
+    """Pings prove little about offloads: a TCP stream with a digest does (udp: pyflannel's
+    eBPF fast path against flanneld's userspace proxy, which takes only wire-sized datagrams
+    with final checksums)."""
+    if case.backend == "udp":
+        assert all(
+            "udp data path: eBPF" in cluster.log(i)
+            for i in cluster.agents
+            if cluster.kind(i) == PYFLANNEL
+        )
+    for src, dst in pairs(cluster):
+        transfer(cluster, src, dst, 8 << 20)
 
 
 def test_flannelctl_lists_what_flanneld_wrote(cluster: AgentCluster, case: Case) -> None:
