@@ -35,10 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from report import dataplane_section  # noqa: E402  (bench/ is the script's directory)
+
 from pyflannel_lab import Lab  # noqa: E402
 from pyflannel_lab.agents import AgentCluster  # noqa: E402
 from pyflannel_lab.peers import PeersMissingError, locate  # noqa: E402
-from report import dataplane_section  # noqa: E402  (bench/ is the script's directory)
 
 TIME_RE = re.compile(r"time=([\d.]+) ms")
 PUMP = ["--userspace-fast-path=false"]
