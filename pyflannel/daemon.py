@@ -53,6 +53,8 @@ CONFIG_CHECK_INTERVAL = 60.0
 # lease snapshot is applied: peers still on the old backend send through it until they see our
 # new lease (milliseconds), and our routes to them move to the new backend in the meantime.
 STALE_DEVICE_GRACE = 1.0
+MAX_BATCH = 10_000  # events applied in one backend call
+LOG_EACH_PEER = 20  # bigger runs are one log line (each peer at debug level)
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,13 @@ class Agent:
             except queue.Empty:
                 item = None
             if item is not None:
-                self._handle(item, manager, config)
+                batch = [item]  # a burst (the first snapshot: every peer) is applied in bulk
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self.events.get_nowait())
+                    except queue.Empty:
+                        break
+                self._handle_many(batch, manager, config)
                 continue
             now = time.monotonic()
             # (Here the event queue is empty: the first snapshot's peers, once listed, are in.)
@@ -321,6 +329,49 @@ class Agent:
         )
         if write_subnet_env(self.opts.subnet_file, env):
             log.info("wrote %s (FLANNEL_SUBNET=%s)", self.opts.subnet_file, lease.gateway)
+
+    def _handle_many(
+        self, items: list[LeaseEvent | _OwnRemoved], manager: SubnetManager, config: NetworkConfig
+    ) -> None:
+        """Events in order; runs of added/changed peers go to the backend in one call."""
+        run: list[LeaseEvent] = []
+        for item in [*items, None]:
+            if isinstance(item, LeaseEvent) and item.kind != "removed":
+                run.append(item)
+                continue
+            if len(run) == 1:
+                self._handle(run[0], manager, config)
+            elif run:
+                self._apply_run(run, manager, config)
+            run = []
+            if item is not None:
+                self._handle(item, manager, config)
+
+    def _apply_run(
+        self, run: list[LeaseEvent], manager: SubnetManager, config: NetworkConfig
+    ) -> None:
+        assert self.backend is not None
+        started = time.monotonic()
+        try:
+            self.backend.apply_peers([item.lease for item in run])
+        except DataPathError:
+            raise
+        except Exception:
+            log.exception("could not apply %d peers at once; applying them one by one", len(run))
+            for item in run:
+                self._handle(item, manager, config)
+            return
+        for item in run:
+            self.state.inc(f"pyflannel_peer_{item.kind}_total")
+            self.peers[item.lease.subnet] = item.lease
+            level = logging.INFO if len(run) <= LOG_EACH_PEER else logging.DEBUG
+            log.log(
+                level, "peer %s (%s) %s", item.lease.subnet, item.lease.attrs.public_ip, item.kind
+            )
+        if len(run) > LOG_EACH_PEER:
+            log.info("%d peers added or changed at once (each at debug level, -v=1)", len(run))
+        self.state.set("pyflannel_peers", float(len(self.peers)))
+        self.state.set("pyflannel_apply_seconds", time.monotonic() - started)
 
     def _handle(
         self, item: LeaseEvent | _OwnRemoved, manager: SubnetManager, config: NetworkConfig

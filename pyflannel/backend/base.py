@@ -108,6 +108,11 @@ class Backend(ABC):
     def apply_peer(self, lease: Lease) -> None:
         """Make `lease.subnet` reachable through its node (replace what was there)."""
 
+    def apply_peers(self, leases: list[Lease]) -> None:
+        """Many peers at once (a snapshot); backends with a bulk path override this."""
+        for lease in leases:
+            self.apply_peer(lease)
+
     @abstractmethod
     def remove_peer(self, lease: Lease) -> None:
         """Remove what `apply_peer` installed for that subnet; absent state is not an error."""

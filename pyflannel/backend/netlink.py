@@ -17,6 +17,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from pyflannel.backend import nlbulk
+
 log = logging.getLogger(__name__)
 
 RTPROT_BOOT = 3  # what flanneld's routes carry (`ip route` shows no "proto" for them)
@@ -68,10 +70,41 @@ class Kernel:
     def __init__(self, ipr: IPRoute | None = None) -> None:
         self._own = ipr is None
         self.ipr = ipr if ipr is not None else IPRoute()
+        self._bulk: nlbulk.BulkNetlink | None = None
+
+    @property
+    def bulk(self) -> nlbulk.BulkNetlink:
+        """Dumps and batches of per-peer entries (see nlbulk: pyroute2 is slow at 1000s)."""
+        if self._bulk is None:
+            self._bulk = nlbulk.BulkNetlink()
+        return self._bulk
 
     def close(self) -> None:
+        if self._bulk is not None:
+            self._bulk.close()
+            self._bulk = None
         if self._own:
             self.ipr.close()
+
+    def replace_many(
+        self,
+        neighbours: list[Neighbour] = (),  # type: ignore[assignment]
+        fdb: list[FdbEntry] = (),  # type: ignore[assignment]
+        routes: list[Route] = (),  # type: ignore[assignment]
+    ) -> list[tuple[object, int]]:
+        """Install entries in bulk, in this order (a route last: its neighbour is there);
+        returns what the kernel refused, with the errno, for the caller to report."""
+        entries: list[object] = [*neighbours, *fdb, *routes]
+        messages = [nlbulk.neighbour(True, n.ip, n.mac, n.ifindex) for n in neighbours]
+        messages += [nlbulk.fdb(True, f.mac, f.dst, f.ifindex) for f in fdb]
+        messages += [
+            nlbulk.route(
+                True, r.dst, r.gateway, r.oif, onlink=r.onlink, proto=RTPROT_BOOT, table=MAIN_TABLE
+            )
+            for r in routes
+        ]
+        codes = self.bulk.send(messages)
+        return [(entry, code) for entry, code in zip(entries, codes, strict=True) if code]
 
     # -- links ------------------------------------------------------------------------------
 
@@ -149,27 +182,11 @@ class Kernel:
 
     def routes(self, within: ipaddress.IPv4Network, oif: int | None = None) -> list[Route]:
         """Main-table IPv4 routes whose destination lies inside `within` (optionally on `oif`)."""
-        found = []
-        for msg in self.ipr.route("dump", family=AF_INET, table=MAIN_TABLE):
-            dst = msg.get_attr("RTA_DST")
-            if dst is None:
-                continue
-            net = ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}", strict=False)
-            if not net.subnet_of(within):
-                continue
-            out = msg.get_attr("RTA_OIF")
-            if oif is not None and out != oif:
-                continue
-            gateway = msg.get_attr("RTA_GATEWAY")
-            found.append(
-                Route(
-                    dst=net,
-                    gateway=ipaddress.IPv4Address(gateway) if gateway else None,
-                    oif=int(out or 0),
-                    onlink=bool(msg["flags"] & RTNH_F_ONLINK),
-                )
-            )
-        return found
+        return [
+            Route(entry.dst, entry.gateway, entry.oif, onlink=bool(entry.flags & RTNH_F_ONLINK))
+            for entry in self.bulk.routes(MAIN_TABLE)
+            if entry.dst.subnet_of(within) and (oif is None or entry.oif == oif)
+        ]
 
     # -- neighbours and fdb (vxlan) ---------------------------------------------------------
 
@@ -187,13 +204,11 @@ class Kernel:
             self.ipr.neigh("del", dst=str(neigh.ip), ifindex=neigh.ifindex)
 
     def neighbours(self, ifindex: int) -> list[Neighbour]:
-        found = []
-        for msg in self.ipr.get_neighbours(family=AF_INET, ifindex=ifindex):
-            mac = msg.get_attr("NDA_LLADDR")
-            dst = msg.get_attr("NDA_DST")
-            if mac and dst and msg["state"] & NUD_PERMANENT:
-                found.append(Neighbour(ipaddress.IPv4Address(dst), mac.lower(), ifindex))
-        return found
+        return [
+            Neighbour(entry.dst, entry.mac, ifindex)
+            for entry in self.bulk.neighbours(AF_INET, ifindex)
+            if entry.mac and entry.dst is not None and entry.state & NUD_PERMANENT
+        ]
 
     def fdb_replace(self, entry: FdbEntry) -> None:
         self.ipr.fdb(
@@ -210,15 +225,11 @@ class Kernel:
             self.ipr.fdb("del", ifindex=entry.ifindex, lladdr=entry.mac, dst=str(entry.dst))
 
     def fdb_entries(self, ifindex: int) -> list[FdbEntry]:
-        found = []
-        for msg in self.ipr.fdb("dump", ifindex=ifindex):
-            if msg["ifindex"] != ifindex:
-                continue
-            mac = msg.get_attr("NDA_LLADDR")
-            dst = msg.get_attr("NDA_DST")
-            if mac and dst and mac != "00:00:00:00:00:00":
-                found.append(FdbEntry(mac.lower(), ipaddress.IPv4Address(dst), ifindex))
-        return found
+        return [
+            FdbEntry(entry.mac, entry.dst, ifindex)
+            for entry in self.bulk.neighbours(AF_BRIDGE, ifindex)
+            if entry.mac and entry.dst is not None and entry.mac != "00:00:00:00:00:00"
+        ]
 
 
 def on_link(ext_address: ipaddress.IPv4Interface, peer: ipaddress.IPv4Address) -> bool:

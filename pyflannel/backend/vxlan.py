@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -207,6 +208,29 @@ class VxlanBackend(Backend):
         self.kernel.route_replace(route)
         self.applied[lease.subnet] = peer
 
+    def apply_peers(self, leases: list[Lease]) -> None:
+        """New vxlan peers in bulk (neighbours, fdb entries, then routes); the rest one by one."""
+        new: list[VxlanPeer] = []
+        for lease in leases:
+            fresh = lease.subnet not in self.applied and lease.subnet not in self.mixed
+            tunnelled = not (self.direct_routing and self.direct.reachable(lease))
+            peer = self._peer(lease) if fresh and tunnelled and self.serves(lease) else None
+            if peer is None:
+                self.apply_peer(lease)
+            else:
+                new.append(peer)
+        self._install_many(new)
+
+    def _install_many(self, peers: list[VxlanPeer]) -> None:
+        entries = [self._entries(peer) for peer in peers]
+        refused = self.kernel.replace_many(
+            [n for n, _, _ in entries], [f for _, f, _ in entries], [r for _, _, r in entries]
+        )
+        for peer in peers:
+            self.applied[peer.subnet] = peer
+        for entry, code in refused:
+            log.warning("the kernel refused %s: %s (reconcile retries)", entry, os.strerror(code))
+
     def remove_peer(self, lease: Lease) -> None:
         self._forget(lease.subnet)
         self.mixed.discard(lease.subnet)
@@ -265,14 +289,20 @@ class VxlanBackend(Backend):
             if dst not in entries:
                 self.kernel.route_delete(route)
                 self.repairs += 1
-        for subnet, (neigh, fdb, route) in entries.items():
-            if neigh not in present_neigh:
-                self.kernel.neigh_replace(neigh)
-                self.repairs += 1
-            if fdb not in present_fdb:
-                self.kernel.fdb_replace(fdb)
-                self.repairs += 1
-            if present_routes.get(subnet) != route:
-                self.kernel.route_replace(route)
-                self.repairs += 1
+        missing = [
+            (neigh, fdb, route)
+            for subnet, (neigh, fdb, route) in entries.items()
+            if neigh not in present_neigh
+            or fdb not in present_fdb
+            or present_routes.get(subnet) != route
+        ]
+        if missing:
+            refused = self.kernel.replace_many(
+                [n for n, _, _ in missing if n not in present_neigh],
+                [f for _, f, _ in missing if f not in present_fdb],
+                [r for _, _, r in missing if present_routes.get(r.dst) != r],
+            )
+            self.repairs += len(missing)
+            for entry, code in refused:
+                log.warning("the kernel refused %s: %s", entry, os.strerror(code))
         self.applied = {**{s: None for s in direct}, **wanted}
