@@ -182,10 +182,14 @@ class Kernel:
 
     def routes(self, within: ipaddress.IPv4Network, oif: int | None = None) -> list[Route]:
         """Main-table IPv4 routes whose destination lies inside `within` (optionally on `oif`)."""
+        # Integer tests: ipaddress's subnet_of costs 10 us a call, thousands of times a pass.
+        base, mask, plen = int(within.network_address), int(within.netmask), within.prefixlen
         return [
             Route(entry.dst, entry.gateway, entry.oif, onlink=bool(entry.flags & RTNH_F_ONLINK))
             for entry in self.bulk.routes(MAIN_TABLE)
-            if entry.dst.subnet_of(within) and (oif is None or entry.oif == oif)
+            if entry.dst.prefixlen >= plen
+            and int(entry.dst.network_address) & mask == base
+            and (oif is None or entry.oif == oif)
         ]
 
     # -- neighbours and fdb (vxlan) ---------------------------------------------------------

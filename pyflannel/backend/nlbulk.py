@@ -24,7 +24,7 @@ RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
-NDA_DST, NDA_LLADDR = 1, 2
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 AF_INET, AF_BRIDGE = 2, 7
@@ -192,9 +192,7 @@ class BulkNetlink:
             for msg_kind, msg_seq, payload in self._receive():
                 if msg_seq != seq:
                     continue
-                if msg_kind == NLMSG_DONE:
-                    return
-                if msg_kind == NLMSG_ERROR:
+                if msg_kind in (NLMSG_DONE, NLMSG_ERROR):  # (a dump's error comes in DONE)
                     code = -struct.unpack_from("=i", payload)[0]
                     if code:
                         raise OSError(code, f"netlink dump: {os.strerror(code)}")
@@ -223,7 +221,11 @@ class BulkNetlink:
 
     def neighbours(self, family: int, ifindex: int) -> Iterator[NeighEntry]:
         """ARP entries (AF_INET) or fdb entries (AF_BRIDGE) of one device."""
-        request = _NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0)
+        if family == AF_BRIDGE:  # the fdb dump takes the device in the header
+            request = _NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0)
+        else:  # a strict neighbour dump wants it as an attribute, the header's index 0
+            request = _NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
+            request += _attr(NDA_IFINDEX, struct.pack("=I", ifindex))
         for payload in self._dump(RTM_GETNEIGH, request):
             fam, _p1, _p2, index, state, _flags, _type = _NDMSG.unpack_from(payload)
             if fam != family or index != ifindex:
@@ -237,3 +239,64 @@ class BulkNetlink:
                 dst=ipaddress.IPv4Address(dst) if dst and len(dst) == 4 else None,
                 mac=_mac_text(mac) if mac else None,
             )
+
+
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
+_IFINDEX_AT = {RTM_NEWLINK: 4, RTM_DELLINK: 4, RTM_NEWADDR: 4, RTM_DELADDR: 4}  # offset of index
+
+
+class ChangeMonitor:
+    """Tells whether the kernel changed anything the backend owns since the last look: routes
+    into the Network, and the neighbours, fdb entries, addresses and state of given devices.
+    Nothing runs in between: the socket queues the kernel's notifications and `changed()`
+    reads them without blocking. A full queue (more than it can hold) counts as a change."""
+
+    def __init__(self, network: ipaddress.IPv4Network) -> None:
+        self.network = network
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+        self.sock.bind((0, groups))
+        self.sock.setblocking(False)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def changed(self, devices: set[int]) -> bool:
+        found = False
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return found
+            except OSError:  # ENOBUFS: notifications were lost
+                found = True
+                continue
+            found = found or self._relevant(data, devices)
+
+    def _relevant(self, data: bytes, devices: set[int]) -> bool:
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(data):
+            length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+            if length < _NLMSGHDR.size:
+                return True
+            body = data[offset + _NLMSGHDR.size : offset + length]
+            offset += (length + 3) & ~3
+            if kind in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= _RTMSG.size:
+                family, dst_len = body[0], body[1]
+                raw = _attrs(body, _RTMSG.size).get(RTA_DST)
+                if family == AF_INET and raw is not None and len(raw) == 4:
+                    dst = ipaddress.IPv4Network((int.from_bytes(raw, "big"), dst_len))
+                    if dst.subnet_of(self.network):
+                        return True
+            elif kind in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= _NDMSG.size:
+                if _NDMSG.unpack_from(body)[3] in devices:
+                    return True
+            elif (
+                kind in _IFINDEX_AT
+                and len(body) >= 8
+                and struct.unpack_from("=i", body, _IFINDEX_AT[kind])[0] in devices
+            ):
+                return True
+        return False

@@ -199,6 +199,9 @@ class TunBackend(Backend):
         if self.fast_path is not None:
             self.fast_path.set_peers(table)
 
+    def check_data_path(self) -> None:
+        self.pump_stats()  # DataPathError when the pump died or stopped answering
+
     def pump_stats(self) -> dict[str, int]:
         return dict(self._request("stats") or {})
 
