@@ -36,28 +36,9 @@ if str(REPO) not in sys.path:
 
 from pyflannel_lab import Lab  # noqa: E402
 from pyflannel_lab.agents import HEALTHZ_PORT  # noqa: E402
+from pyflannel_lab.leases import CONFIG, FILL, PUBLIC, fill, subnet  # noqa: E402
 
 PREFIX = "/coreos.com/network"
-NETWORK = "10.128.0.0/9"
-CONFIG = json.dumps({"Network": NETWORK, "SubnetLen": 24, "Backend": {"Type": "vxlan"}})
-PUBLIC = [f"198.51.100.{i}" for i in range(2, 255)] + [
-    f"203.0.113.{i}" for i in range(1, 255) if i != 80
-]
-# Runs in a lab host: writes leases [first, first+count) (argv: endpoint first count).
-FILL = r"""
-import json, sys
-from pyflannel.store import EtcdOptions, Store
-endpoint, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-public = json.loads(sys.argv[4])
-store = Store(EtcdOptions(endpoints=(endpoint,)))
-lease = store.grant(86400)
-for n in range(first, first + count):
-    key = f"/coreos.com/network/subnets/10.{128 + n // 256}.{n % 256}.0-24"
-    mac = "0e:00:%02x:%02x:%02x:01" % (n >> 16, (n >> 8) & 255, n & 255)
-    value = {"PublicIP": public[n % len(public)], "PublicIPv6": None, "BackendType": "vxlan",
-             "BackendData": {"VNI": 1, "VtepMAC": mac}}
-    store.put(key, json.dumps(value, separators=(",", ":")), lease)
-"""
 # Runs in a lab host: one lease per line read on stdin (n), answered with "n <monotonic time
 # right after the put>" (CLOCK_MONOTONIC is one clock for every process on the machine).
 FILL_ONE = (
@@ -89,20 +70,6 @@ def agent_args(lab: Lab, tmp: Path) -> list[str]:
         "--subnet-lease-ttl=130",  # with the 1-minute margin: the first renewal at 70 s
         "--subnet-lease-renew-margin=1",
     ]
-
-
-def fill(lab: Lab, first: int, count: int) -> None:
-    lab.run(
-        "h1",
-        sys.executable,
-        "-c",
-        FILL,
-        lab.etcd_endpoint,
-        str(first),
-        str(count),
-        json.dumps(PUBLIC),
-        timeout=300,
-    )
 
 
 def routes_in_kernel(lab: Lab) -> int:
@@ -169,27 +136,23 @@ def lease_to_route(lab: Lab, first: int, count: int, own: str) -> list[float]:
     try:
         time.sleep(0.5)
         latencies = []
-        numbers = [n for n in range(first, first + count + 1) if _subnet(n) != own][:count]
+        numbers = [n for n in range(first, first + count + 1) if subnet(n) != own][:count]
         for n in numbers:
-            subnet = _subnet(n)
+            wanted = subnet(n)
             writer.stdin.write(f"{n}\n")
             writer.stdin.flush()
             put_done = float(writer.stdout.readline().split()[1])
             with event:
-                event.wait_for(lambda s=subnet: s in seen, timeout=10)
-            if subnet not in seen:
-                raise RuntimeError(f"no route for {subnet} within 10 s")
-            latencies.append(seen[subnet] - put_done)
+                event.wait_for(lambda s=wanted: s in seen, timeout=10)
+            if wanted not in seen:
+                raise RuntimeError(f"no route for {wanted} within 10 s")
+            latencies.append(seen[wanted] - put_done)
             time.sleep(0.02)
         return latencies
     finally:
         for proc in (writer, monitor):
             proc.terminate()
             proc.wait(5)
-
-
-def _subnet(n: int) -> str:
-    return f"10.{128 + n // 256}.{n % 256}.0/24"
 
 
 def own_subnet(tmp: Path) -> str:
