@@ -16,7 +16,7 @@ help:
 	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule, vagrant)"
 	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule | test-vagrant"
 	@echo "make lint                                   ruff, mypy, ansible-lint"
-	@echo "make bench                                  benchmarks -> docs/benchmarks.md (~12 min)"
+	@echo "make bench                                  benchmarks -> docs/benchmarks.md (~17 min)"
 	@echo "make bench-short                            the CI variant (under 2 min)"
 
 install:
@@ -79,13 +79,18 @@ netns-lab-down:
 # JSON per run in build/bench; the full run rewrites docs/benchmarks.md and its chart.
 bench: deps
 	$(PYTHON) bench/leasing.py
+	$(PYTHON) bench/controlplane.py --json build/bench/controlplane.json
 	$(PYTHON) bench/dataplane.py --json build/bench/dataplane.json
-	$(PYTHON) bench/report.py --dataplane build/bench/dataplane.json --out docs
+	$(PYTHON) bench/report.py --dataplane build/bench/dataplane.json \
+		--controlplane build/bench/controlplane.json --out docs
 
-# Under two minutes (CI): the main paths, one round; the report stays in build/bench.
+# Under two minutes (CI): 1000 leases, the main data paths, one round; the report stays in
+# build/bench.
 bench-short: deps
+	$(PYTHON) bench/controlplane.py --short --json build/bench/controlplane-short.json
 	$(PYTHON) bench/dataplane.py --short --json build/bench/dataplane-short.json
-	$(PYTHON) bench/report.py --dataplane build/bench/dataplane-short.json --out build/bench \
+	$(PYTHON) bench/report.py --dataplane build/bench/dataplane-short.json \
+		--controlplane build/bench/controlplane-short.json --out build/bench \
 		--command "make bench-short"
 
 clean:

@@ -113,7 +113,7 @@ class EtcdOptions:
         return tlscheck.TlsFiles(self.cafile, self.certfile, self.keyfile)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str
     value: bytes
@@ -123,7 +123,7 @@ class KeyValue:
     lease: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One change of a key: kind is 'put' or 'delete'."""
 

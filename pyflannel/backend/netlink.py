@@ -33,7 +33,7 @@ _IGNORED_ON_ADD = {errno.EEXIST}
 _IGNORED_ON_DELETE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     dst: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address | None
@@ -41,14 +41,14 @@ class Route:
     onlink: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Neighbour:
     ip: ipaddress.IPv4Address
     mac: str
     ifindex: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FdbEntry:
     mac: str
     dst: ipaddress.IPv4Address

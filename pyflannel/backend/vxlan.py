@@ -31,7 +31,7 @@ DEFAULT_PORT = 8472  # Linux's vxlan port (flannel's default), not IANA's 4789
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VxlanPeer:
     subnet: ipaddress.IPv4Network
     vtep_ip: ipaddress.IPv4Address

@@ -62,7 +62,8 @@ def parse_key_name(name: str) -> ipaddress.IPv4Network | None:
         return None
 
 
-@dataclass(frozen=True)
+# slots: an agent holds one Lease (and its attrs, events, kernel entries) per peer, thousands.
+@dataclass(frozen=True, slots=True)
 class LeaseAttrs:
     """What a node publishes about itself in its lease value."""
 
@@ -111,7 +112,7 @@ class LeaseAttrs:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lease:
     """A subnet lease as stored in etcd.
 

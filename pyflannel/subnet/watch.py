@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 EventKind = Literal["added", "removed", "changed"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeaseEvent:
     kind: EventKind
     lease: Lease
