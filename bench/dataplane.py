@@ -193,15 +193,16 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             found = results.get(f"{other} ({mode})")
             return found["figures"][metric]["median"] if found else None
 
-        flanneld_kind = "flanneld udp" if name.startswith(("udp", "ipip")) else "flanneld vxlan"
+        # Against flanneld: our paths of its kinds (its udp for our udp and userspace ipip).
+        kinds = {"udp": "flanneld udp", "ipip": "flanneld udp", "vxlan": "flanneld vxlan"}
+        theirs_kind = None if name.startswith("flanneld") else kinds.get(name.split()[0])
+        bases = [("direct", "direct"), ("vxlan", "vxlan")]
+        if theirs_kind is not None:
+            bases.append((theirs_kind, "flanneld"))
         row: dict[str, float] = {}
         for metric in ("tcp1_gbit", "tcp4_gbit"):
             mine = entry["figures"][metric]["median"]
-            for base, key in (
-                ("direct", "direct"),
-                ("vxlan", "vxlan"),
-                (flanneld_kind, "flanneld"),
-            ):
+            for base, key in bases:
                 theirs = of(base, metric)
                 if theirs:
                     row[f"{metric}_vs_{key}"] = mine / theirs
