@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
 UDP_PORT = 8285
 ARGS = ["--reconcile-interval=1"]
+VETH_WARNING = "eth0 is a veth with tx checksumming on"
 CAPTURE = {"udp": f"udp dst port {UDP_PORT}", "ipip": "ip proto 4"}
 
 
@@ -70,6 +71,7 @@ def test_known_peers_go_through_the_kernel(c: AgentCluster) -> None:
     device = "flannel0" if c.backend == "udp" else "flannel.ipip"
     for i in c.agents:
         assert f"{c.backend} data path: eBPF" in c.log(i)
+        assert VETH_WARNING not in c.log(i), "a wire-like veth (tx off) needs no warning"
         assert "pyflannel-decap" in tc_filters(c, i, "eth0", "ingress")
         assert "pyflannel-encap" in tc_filters(c, i, device, "egress")
     before = {i: c.metrics(i) for i in c.agents}
@@ -186,6 +188,8 @@ def test_pump_only_when_the_fast_path_is_off() -> None:
 def test_switching_to_a_kernel_backend_removes_the_decap_filter() -> None:
     with AgentCluster.running("ipip", hosts=2, prefix="pff", extra_args=ARGS) as c:
         assert all("pyflannel-decap" in tc_filters(c, i, "eth0", "ingress") for i in c.agents)
+        # A plain veth underlay: the agent says what its userspace-reading peers would lose.
+        assert all(VETH_WARNING in c.log(i) for i in c.agents)
         c.backend = "vxlan"
         c.put_config()
         for i in c.agents:
