@@ -16,7 +16,7 @@ help:
 	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule, vagrant)"
 	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule | test-vagrant"
 	@echo "make lint                                   ruff, mypy, ansible-lint"
-	@echo "make bench                                  benchmarks -> docs/benchmarks.md (~17 min)"
+	@echo "make bench                                  benchmarks -> docs/benchmarks.md (~25 min)"
 	@echo "make bench-short                            the CI variant (under 2 min)"
 
 install:
@@ -81,8 +81,10 @@ bench: deps
 	$(PYTHON) bench/leasing.py
 	$(PYTHON) bench/controlplane.py --json build/bench/controlplane.json
 	$(PYTHON) bench/dataplane.py --json build/bench/dataplane.json
+	$(PYTHON) bench/provision.py --json build/bench/provision.json
 	$(PYTHON) bench/report.py --dataplane build/bench/dataplane.json \
-		--controlplane build/bench/controlplane.json --out docs
+		--controlplane build/bench/controlplane.json --provision build/bench/provision.json \
+		--out docs
 
 # Under two minutes (CI): 1000 leases, the main data paths, one round; the report stays in
 # build/bench.

@@ -130,16 +130,41 @@ def controlplane_section(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def provision_section(report: dict[str, Any]) -> list[str]:
+    rerun = report["rerun"]
+    lines = [
+        "## Provisioning",
+        "",
+        f"The 3-node Docker lab, backend {report['backend']} (`bench/provision.py`): cold "
+        f"`make lab` {report['cold_make_lab_s']:.0f} s; idempotent re-run of site.yml "
+        f"{rerun['total_s']:.1f} s ({rerun['changed_tasks']} changed, target <= 20 s).",
+        "",
+        "| play | s |",
+        "|---|---|",
+        *[f"| {name} | {seconds} |" for name, seconds in rerun["per_play_s"].items()],
+        "",
+        "Slowest tasks of the re-run (slowest host):",
+        "",
+        "| task | s |",
+        "|---|---|",
+        *[f"| {name} | {seconds} |" for name, seconds in rerun["slowest_tasks_s"].items()],
+        "",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dataplane", type=Path, required=True)
     parser.add_argument("--controlplane", type=Path)
+    parser.add_argument("--provision", type=Path)
     parser.add_argument("--command", default="make bench")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     try:
         dataplane = json.loads(args.dataplane.read_text())
         control = json.loads(args.controlplane.read_text()) if args.controlplane else None
+        provision = json.loads(args.provision.read_text()) if args.provision else None
     except (OSError, ValueError) as exc:
         parser.error(f"cannot read the results: {exc}; run the benchmarks first (make bench)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `bench/report.py` from one run; rerun with `make bench` (about 17 minutes) "
+        "Written by `bench/report.py` from one run; rerun with `make bench` (about 25 minutes) "
         "or `make bench-short` (under two minutes, what CI runs).",
         "",
         f"- Machine: {machine()}",
@@ -158,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if control is not None:
         lines += controlplane_section(control)
+    if provision is not None:
+        lines += provision_section(provision)
     (args.out / "benchmarks.md").write_text("\n".join(lines))
     print(f"wrote {args.out / 'benchmarks.md'} and {args.out / CHART}")
     return 0

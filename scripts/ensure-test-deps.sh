@@ -18,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! "$PYTHON" -c 'import pyflannel, pyetcd, pyroute2, pytest, pytest_timeout, cryptography, ansible, molecule, testinfra, matplotlib' \
+if ! "$PYTHON" -c 'import pyflannel, pyetcd, pyroute2, pytest, pytest_timeout, cryptography, ansible, molecule, testinfra, matplotlib, ansible_runner' \
     >/dev/null 2>&1; then
     echo "ensure-test-deps: pip install -e '${REPO}[test,provision,bench]'"
     "$PYTHON" -m pip install -q -e "${REPO}[test,provision,bench]"
