@@ -138,6 +138,23 @@ def test_the_wire_carries_one_inner_packet_per_datagram(c: AgentCluster) -> None
     assert big >= 50, f"only {big} full-size inner packets: was it a bulk transfer?"
 
 
+FIREWALL = {"udp": ["-p", "udp", "--dport", str(UDP_PORT)], "ipip": ["-p", "4"]}
+
+
+def test_known_peers_pass_before_netfilter(c: AgentCluster) -> None:
+    """As the README says: tc ingress comes before netfilter, so an INPUT rule dropping the
+    tunnel protocol does not stop known peers' packets on the fast path."""
+    rule = ["INPUT", *FIREWALL[c.backend], "-j", "DROP"]
+    c.lab.run("h2", "iptables", "-w", "-I", *rule)
+    try:
+        transfer(c, 1, 2, 2 << 20)
+        listing = c.lab.run("h2", "iptables", "-w", "-L", "INPUT", "-v", "-n", "-x").stdout
+        drop = next(line for line in listing.splitlines() if " DROP " in f" {line} ")
+        assert int(drop.split()[0]) == 0, f"netfilter saw tunnel packets: {drop}"
+    finally:
+        c.lab.run("h2", "iptables", "-w", "-D", *rule)
+
+
 def test_a_killed_agent_leaves_the_kernel_forwarding_or_cleans_up(c: AgentCluster) -> None:
     """ipip (persistent TUN): the filters keep carrying known peers' packets while no agent
     runs. udp (flannel0 goes with the pump): its pump takes the decap filter away with it, so
@@ -183,6 +200,14 @@ def test_pump_only_when_the_fast_path_is_off() -> None:
             "the pump carried the transfer",
         )
         assert c.metrics(1)["pyflannel_fast_path_active"] == 0.0
+        # Without the fast path netfilter sees the tunnel packets: the same rule stops them.
+        rule = ["INPUT", *FIREWALL["udp"], "-j", "DROP"]
+        c.lab.run("h2", "iptables", "-w", "-I", *rule)
+        try:
+            ping = c.lab.ping_result("h1c1", c.container_ip(2), count=2, timeout=1)
+            assert ping.returncode != 0, "the pump's packets passed an INPUT drop rule"
+        finally:
+            c.lab.run("h2", "iptables", "-w", "-D", *rule)
 
 
 def test_switching_to_a_kernel_backend_removes_the_decap_filter() -> None:
