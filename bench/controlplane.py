@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from report import save_json  # noqa: E402  (bench/ is the script's directory)
+
 from pyflannel_lab import Lab  # noqa: E402
 from pyflannel_lab.agents import HEALTHZ_PORT  # noqa: E402
 from pyflannel_lab.leases import CONFIG, FILL, PUBLIC, fill, subnet  # noqa: E402
@@ -243,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure(n, args.new_leases, args.quiet, renewal=not args.short))
         print(json.dumps(results[-1]))
     report = {"kind": "controlplane", "started": started, "runs": results}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    save_json(args.json, report)
     return 0
 
 

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from report import dataplane_section  # noqa: E402  (bench/ is the script's directory)
+from report import dataplane_section, save_json  # noqa: E402  (bench/ is the script's directory)
 
 from pyflannel_lab import Lab  # noqa: E402
 from pyflannel_lab.agents import AgentCluster  # noqa: E402
@@ -274,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         note=lambda line: print(f"[dataplane] {line}", file=sys.stderr, flush=True),
     )
     print("\n".join(dataplane_section(report)[:-2]))  # the Markdown tables, without the chart
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    save_json(args.json, report)
     return 0
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
+from report import save_json  # noqa: E402  (bench/ is the script's directory)
+
 
 def timed(cmd: list[str], timeout: float) -> float:
     started = time.monotonic()
@@ -107,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             subprocess.run(["scripts/lab.sh", "down"], cwd=REPO, check=False, timeout=300)
     print(json.dumps(report, indent=1))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    save_json(args.json, report)
     return 0
 
 

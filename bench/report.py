@@ -20,6 +20,13 @@ from typing import Any
 CHART = "benchmarks-dataplane.png"
 
 
+def save_json(path: Path | None, report: dict[str, Any]) -> None:
+    """One benchmark run's results, as this module reads them back (nothing when no path)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -237,7 +237,7 @@ class Agent:
         renew_at = time.monotonic() + settings.renew_delay(self.lease.expires_in or settings.ttl)
         reconcile_at = time.monotonic() + self._jitter(self.opts.reconcile_interval)
         full_reconcile_at = reconcile_at  # the first pass is a full one
-        self._kernel_changed(config)  # start listening now: changes from here on are seen
+        self._open_monitor(config)  # listening from now on: later changes are seen
         resync_at = time.monotonic() + self.opts.iptables_resync
         config_check_at = time.monotonic() + CONFIG_CHECK_INTERVAL
         stale_devices_at: float | None = time.monotonic() + STALE_DEVICE_GRACE
@@ -279,7 +279,7 @@ class Agent:
             if now >= renew_at:
                 renew_at = now + self._renew(manager, config)
             if now >= reconcile_at:
-                self._reconcile(full=now >= full_reconcile_at or self._kernel_changed(config))
+                self._reconcile(full=now >= full_reconcile_at or self._kernel_changed())
                 self._forget_own_changes()
                 if now >= full_reconcile_at:
                     full_reconcile_at = now + FULL_RECONCILE_EVERY * self.opts.reconcile_interval
@@ -474,16 +474,17 @@ class Agent:
         else:
             log.info("took back subnet %s", lease.subnet)
 
-    def _kernel_changed(self, config: NetworkConfig) -> bool:
+    def _open_monitor(self, config: NetworkConfig) -> None:
+        try:
+            self._monitor = ChangeMonitor(config.network)
+        except OSError as exc:
+            log.warning("no netlink notifications (%s): every reconcile is a full one", exc)
+
+    def _kernel_changed(self) -> bool:
         """Did the kernel report a change to what the backend owns? (True when unsure.)"""
         assert self.backend is not None
         if self._monitor is None:
-            try:
-                self._monitor = ChangeMonitor(config.network)
-            except OSError as exc:
-                log.warning("no netlink notifications (%s): every reconcile is a full one", exc)
-                return True
-            return True  # changes before it existed are unknown
+            return True
         # Our device only: the external interface's ARP churn is not ours (its routes are).
         devices = {index for index in (getattr(self.backend, "index", 0),) if index}
         return self._monitor.changed(devices)
@@ -495,16 +496,17 @@ class Agent:
             self._monitor.changed(set())
 
     def _reconcile(self, *, full: bool = True) -> None:
-        """full: compare the kernel with the peers and repair (else only the data path's health
-        and the metrics: nothing the backend owns changed since the last full pass)."""
+        """full: compare the kernel with the peers and repair (else only the metrics, which also
+        check a userspace data path's pump: nothing the backend owns changed since the last
+        full pass)."""
         assert self.backend is not None
         try:
             if full:
                 self.backend.reconcile(self.peers)
                 self.state.inc("pyflannel_reconcile_total")
             else:
-                self.backend.check_data_path()
                 self.state.inc("pyflannel_reconcile_skipped_total")
+            # (metrics() asks a userspace backend's pump too: DataPathError if it died.)
             for name, value in self.backend.metrics().items():
                 if name.endswith("_total"):
                     self.state.set_total(name, value)

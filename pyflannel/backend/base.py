@@ -121,9 +121,6 @@ class Backend(ABC):
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
         """Make the kernel match exactly `peers`: re-add what is missing, drop leftovers."""
 
-    def check_data_path(self) -> None:  # noqa: B027  (optional: kernel backends have nothing)
-        """Between full reconciles: raise DataPathError if a userspace helper died."""
-
     def metrics(self) -> dict[str, float]:
         """Backend counters for /metrics, read by the main loop (the kernel's single owner)."""
         return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -87,10 +87,7 @@ class Kernel:
             self.ipr.close()
 
     def replace_many(
-        self,
-        neighbours: list[Neighbour] = (),  # type: ignore[assignment]
-        fdb: list[FdbEntry] = (),  # type: ignore[assignment]
-        routes: list[Route] = (),  # type: ignore[assignment]
+        self, neighbours: Sequence[Neighbour], fdb: Sequence[FdbEntry], routes: Sequence[Route]
     ) -> list[tuple[object, int]]:
         """Install entries in bulk, in this order (a route last: its neighbour is there);
         returns what the kernel refused, with the errno, for the caller to report."""

@@ -243,7 +243,7 @@ class BulkNetlink:
 
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
-_IFINDEX_AT = {RTM_NEWLINK: 4, RTM_DELLINK: 4, RTM_NEWADDR: 4, RTM_DELADDR: 4}  # offset of index
+_BY_DEVICE = {RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR}  # ifindex at offset 4
 
 
 class ChangeMonitor:
@@ -294,9 +294,9 @@ class ChangeMonitor:
                 if _NDMSG.unpack_from(body)[3] in devices:
                     return True
             elif (
-                kind in _IFINDEX_AT
+                kind in _BY_DEVICE
                 and len(body) >= 8
-                and struct.unpack_from("=i", body, _IFINDEX_AT[kind])[0] in devices
+                and struct.unpack_from("=i", body, 4)[0] in devices
             ):
                 return True
         return False

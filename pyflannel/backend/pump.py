@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal
 
+from pyflannel.backend.ebpf.fastpath import remove_decap_filter
+
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
@@ -299,7 +301,7 @@ def serve(spec: PumpSpec, control: Connection) -> None:
     finally:
         if not spec.persistent and spec.underlay_index:
             # Also when the agent was killed (the pipe's EOF ends run()): a filter left behind
-            # would swallow the next flannel0's packets (a restarted agent, or flanneld).
-            from pyflannel.backend.ebpf.fastpath import remove_decap_filter
-
+            # would swallow the next flannel0's packets (a restarted agent, or flanneld). The
+            # TUN goes first (closing its last descriptor deletes it), then the filter into it.
+            os.close(pump.tun)
             remove_decap_filter(spec.underlay_index)

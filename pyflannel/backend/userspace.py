@@ -50,7 +50,6 @@ class TunBackend(Backend):
         self._control: Connection | None = None
         self.want_fast_path = fast_path
         self.fast_path: FastPath | None = None
-        self.data_path = "pump"  # what carries peers' packets (a metric label and a log line)
 
     # -- device and pump ----------------------------------------------------------------------
 
@@ -133,7 +132,7 @@ class TunBackend(Backend):
                 exc,
             )
             return
-        self.fast_path, self.data_path = fast_path, "ebpf"
+        self.fast_path = fast_path
         log.info(
             "%s data path: eBPF (encap on %s egress, decap on %s ingress), the pump for the rest",
             self.type,
@@ -158,7 +157,7 @@ class TunBackend(Backend):
         fast path replaces them (an agent restart), or the TUN goes (udp)."""
         if self.fast_path is not None:
             self.fast_path.close()
-            self.fast_path, self.data_path = None, "pump"
+            self.fast_path = None
 
     def stop_pump(self) -> None:
         self.stop_fast_path()
@@ -198,9 +197,6 @@ class TunBackend(Backend):
         self._request("peers", table)
         if self.fast_path is not None:
             self.fast_path.set_peers(table)
-
-    def check_data_path(self) -> None:
-        self.pump_stats()  # DataPathError when the pump died or stopped answering
 
     def pump_stats(self) -> dict[str, int]:
         return dict(self._request("stats") or {})

@@ -223,12 +223,16 @@ class VxlanBackend(Backend):
 
     def _install_many(self, peers: list[VxlanPeer]) -> None:
         entries = [self._entries(peer) for peer in peers]
-        refused = self.kernel.replace_many(
+        self._replace_many(
             [n for n, _, _ in entries], [f for _, f, _ in entries], [r for _, _, r in entries]
         )
         for peer in peers:
             self.applied[peer.subnet] = peer
-        for entry, code in refused:
+
+    def _replace_many(
+        self, neigh: list[Neighbour], fdb: list[FdbEntry], routes: list[Route]
+    ) -> None:
+        for entry, code in self.kernel.replace_many(neigh, fdb, routes):
             log.warning("the kernel refused %s: %s (reconcile retries)", entry, os.strerror(code))
 
     def remove_peer(self, lease: Lease) -> None:
@@ -289,20 +293,13 @@ class VxlanBackend(Backend):
             if dst not in entries:
                 self.kernel.route_delete(route)
                 self.repairs += 1
-        missing = [
-            (neigh, fdb, route)
-            for subnet, (neigh, fdb, route) in entries.items()
-            if neigh not in present_neigh
-            or fdb not in present_fdb
-            or present_routes.get(subnet) != route
+        neigh_missing = [n for n, _, _ in entries.values() if n not in present_neigh]
+        fdb_missing = [f for _, f, _ in entries.values() if f not in present_fdb]
+        routes_missing = [
+            r for subnet, (_, _, r) in entries.items() if present_routes.get(subnet) != r
         ]
-        if missing:
-            refused = self.kernel.replace_many(
-                [n for n, _, _ in missing if n not in present_neigh],
-                [f for _, f, _ in missing if f not in present_fdb],
-                [r for _, _, r in missing if present_routes.get(r.dst) != r],
-            )
-            self.repairs += len(missing)
-            for entry, code in refused:
-                log.warning("the kernel refused %s: %s", entry, os.strerror(code))
+        repairs = len(neigh_missing) + len(fdb_missing) + len(routes_missing)
+        if repairs:
+            self._replace_many(neigh_missing, fdb_missing, routes_missing)
+            self.repairs += repairs
         self.applied = {**{s: None for s in direct}, **wanted}

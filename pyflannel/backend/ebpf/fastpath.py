@@ -45,7 +45,6 @@ class FastPath:
         self.layout = layout
         self.peers: dict[bytes, bytes] = {}  # subnet -> public IP, as in the kernel map
         self.sources: set[bytes] = set()
-        self.attached = False
         entries = min(MAX_PEERS, 1 << max(0, layout.subnet_len - layout.network.prefixlen))
         self._maps: list[syscall.Map] = []
         self._progs: list[int] = []
@@ -89,7 +88,6 @@ class FastPath:
         except NetlinkError as exc:
             self.detach(ipr)
             raise FastPathUnavailable(f"tc filter: {exc}") from None
-        self.attached = True
 
     def _attach(self, ipr: IPRoute, index: int, parent: int, fd: int, name: str) -> None:
         try:
@@ -114,7 +112,6 @@ class FastPath:
         """Our two filters away (the TUN's also goes with the device)."""
         remove_filter(ipr, self.layout.tun_index, EGRESS_PARENT)
         remove_filter(ipr, self.layout.underlay_index, INGRESS_PARENT)
-        self.attached = False
 
     # -- the peer table ----------------------------------------------------------------------
 

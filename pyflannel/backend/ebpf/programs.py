@@ -70,16 +70,21 @@ class Layout:
         return 17 if self.mode == "udp" else 4
 
 
+def _lookup(p: Program, map_fd: int, key_at: int, miss: str) -> None:
+    """r0 = the map's value for the u32 key on the stack at r10 + key_at; `miss` when none."""
+    p.load_map_fd(R1, map_fd)
+    p.mov(R2, src=R10)
+    p.alu("add", R2, key_at)
+    p.call(MAP_LOOKUP_ELEM)
+    p.jump("eq", miss, R0, 0, wide=True)
+
+
 def _count(p: Program, stats_fd: int, slot: int, length_reg: int) -> None:
     """stats[slot] += 1, stats[slot + 1] += length (r1-r5 and r0 clobbered)."""
     for index, amount in ((slot, None), (slot + 1, length_reg)):
-        p.store_imm(R10, -40, index, 4)
-        p.load_map_fd(R1, stats_fd)
-        p.mov(R2, src=R10)
-        p.alu("add", R2, -40)
-        p.call(MAP_LOOKUP_ELEM)
         skip = f"count_done_{slot}_{index}"
-        p.jump("eq", skip, R0, 0, wide=True)
+        p.store_imm(R10, -40, index, 4)
+        _lookup(p, stats_fd, -40, skip)
         if amount is None:
             p.mov(R1, 1)
         else:
@@ -126,11 +131,7 @@ def encap(layout: Layout, peers_fd: int, stats_fd: int) -> bytes:
     p.load(R8, R2, 16, 4)
     p.alu("and", R8, _le32(subnet_mask), wide=False)
     p.store(R10, -4, R8, 4)
-    p.load_map_fd(R1, peers_fd)
-    p.mov(R2, src=R10)
-    p.alu("add", R2, -4)
-    p.call(MAP_LOOKUP_ELEM)
-    p.jump("eq", "slow", R0, 0, wide=True)
+    _lookup(p, peers_fd, -4, "slow")
     p.load(R9, R0, 0, 4)  # the peer's public IP
     p.mov(R8, src=R7)
     p.alu("and", R8, 0xFF)  # inner TTL
@@ -200,11 +201,7 @@ def decap(layout: Layout, sources_fd: int, stats_fd: int) -> bytes:
     hdr = layout.outer_len
     inner = ETH_HLEN + hdr
     p.mov(R6, src=R1)
-    p.load(R2, R6, SKB_DATA, 4)
-    p.load(R3, R6, SKB_DATA_END, 4)
-    p.mov(R4, src=R2)
-    p.alu("add", R4, inner + IP_HLEN)
-    p.jump("gt", "pass", R4, src=R3, wide=True)
+    _ld_ctx_packet(p, inner + IP_HLEN, "pass")
     p.load(R5, R2, 12, 2)
     p.jump("ne", "pass", R5, _be16_le(0x0800))
     p.load(R5, R2, ETH_HLEN, 1)
@@ -227,22 +224,12 @@ def decap(layout: Layout, sources_fd: int, stats_fd: int) -> bytes:
     p.jump("ne", "pass", R5, _le32(layout.network.network_address))
     p.load(R7, R2, ETH_HLEN + 12, 4)
     p.store(R10, -4, R7, 4)
-    p.load_map_fd(R1, sources_fd)
-    p.mov(R2, src=R10)
-    p.alu("add", R2, -4)
-    p.call(MAP_LOOKUP_ELEM)
-    p.jump("eq", "pass", R0, 0, wide=True)  # a stranger: the pump drops and counts it
+    _lookup(p, sources_fd, -4, "pass")  # a stranger: the pump drops and counts it
     p.load(R7, R6, SKB_LEN, 4)
     _count(p, stats_fd, 2, R7)
-    p.mov(R1, src=R6)
-    p.mov(R2, -hdr)
-    p.mov(R3, ADJ_ROOM_MAC)
-    p.mov(R4, F_FIXED_GSO)
-    p.call(SKB_ADJUST_ROOM)
+    _call(p, SKB_ADJUST_ROOM, ("r", R6), -hdr, ADJ_ROOM_MAC, F_FIXED_GSO)
     p.jump("ne", "pass", R0, 0)
-    p.mov(R1, layout.tun_index)
-    p.mov(R2, F_INGRESS)
-    p.call(REDIRECT)
+    _call(p, REDIRECT, layout.tun_index, F_INGRESS)
     p.exit()
     p.label("pass")
     p.ret(TC_ACT_OK)
