@@ -17,8 +17,8 @@ import logging
 import struct
 from collections.abc import Mapping
 
-from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
+from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pyflannel.backend.ebpf import programs, syscall
