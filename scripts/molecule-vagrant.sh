@@ -25,7 +25,7 @@ STEPS=(syntax create prepare converge)
 # budget: the Docker scenarios check changed=0 of the same site.yml on three backends).
 [ "${PYFLANNEL_VAGRANT_IDEMPOTENCE:-1}" = 1 ] && STEPS+=(idempotence)
 STEPS+=(verify)
-# The reboot of one VM (side-effect); PYFLANNEL_VAGRANT_REBOOT=0 leaves it out (debugging).
+# The reboot of one VM (side-effect); PYFLANNEL_VAGRANT_REBOOT=0 leaves it out (debugging, .ci/run).
 [ "${PYFLANNEL_VAGRANT_REBOOT:-1}" = 1 ] && STEPS+=(side-effect)
 
 export VAGRANT_HOME=${VAGRANT_HOME:-$REPO/build/vagrant/home}
