@@ -45,9 +45,14 @@ T = TypeVar("T")
 
 # gRPC channel options: reconnect quickly after a member restarts (default backoff grows to
 # 120 s) and ping idle connections so that a frozen member fails the call instead of hanging.
+# gRPC core takes min_reconnect_backoff_ms as the least time one connection attempt (TCP, TLS
+# handshake, HTTP/2 settings) may take, not as a backoff: at 100 ms every TLS handshake that
+# took longer failed ("Handshake timed out", then "Handshake write failed"), e.g. on a slow
+# host or a link of 100 ms round trip. Its default, 20 s; calls keep their own timeout, so a
+# frozen member still fails over after `timeout`.
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 20000),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 10000),
     ("grpc.keepalive_timeout_ms", 5000),

@@ -4,7 +4,9 @@
 #   destroy (leftovers), syntax, create, prepare, converge, idempotence, verify, side-effect
 #   (reboot one node; PYFLANNEL_VAGRANT_REBOOT=0 skips it; PYFLANNEL_VAGRANT_IDEMPOTENCE=0 the
 #   idempotence run), destroy; the VMs and networks are destroyed also on failure or Ctrl-C.
-# Prints the time of every step and the host's peak RAM use. Prepares what it needs:
+# Prints the time of every step, the host's peak RAM use, where the converge spent its time
+# (scripts/task-times.py over its log in build/vagrant/logs/, also when a timeout stopped it) and
+# the processes besides the guests that used the host's CPU meanwhile. Prepares what it needs:
 #   scripts/ensure-libvirt.sh      vagrant, libvirt, QEMU, daemons, /dev/kvm
 #   scripts/build-vagrant-box.sh   the box (reused when up to date)
 #   build/venv-vagrant             molecule's Vagrant driver, molecule-plugins[vagrant] 25.8.12
@@ -66,6 +68,18 @@ sample_ram() {
     done
 }
 
+# CPU seconds per process (pid, seconds, command), for the report of who shared the host's CPU.
+cpu_snapshot() { ps -eo pid=,cputimes=,comm= | sort -n; }
+
+# The processes that used more than 60 CPU seconds between the snapshot in $1 and now, but the
+# guests (qemu): a busy host makes every emulated step slower.
+report_cpu() {
+    local before=$1
+    cpu_snapshot | awk -v min=60 'NR == FNR { seen[$1] = $2; next }
+        $3 !~ /^qemu/ { used = $2 - ($1 in seen ? seen[$1] : 0); if (used > min) printf "  %6d s  %s (pid %d)\n", used, $3, $1 }' \
+        "$before" - | sort -rn | head -n 8
+}
+
 SAMPLER=""
 destroy_all() {
     log "destroy"
@@ -114,6 +128,9 @@ main() {
     trap finish EXIT
     trap 'exit 130' INT TERM
 
+    local logs="$REPO/build/vagrant/logs" cpu_before="$REPO/build/vagrant/cpu-before"
+    mkdir -p "$logs" && rm -f "$logs"/*.log
+    cpu_snapshot >"$cpu_before"
     local total=$SECONDS step t rc=0
     local -a times=("box: ${box_s}s")
     for step in "${STEPS[@]}"; do
@@ -121,7 +138,8 @@ main() {
         t=$SECONDS
         # Bounded: a hung VM must not hold CI until its global limit (a cold converge of the
         # three emulated guests measured 1723 s on a busy day).
-        timeout 2400 "$VENV/bin/python" -m molecule "$step" -s "$SCENARIO" || { rc=$?; }
+        timeout 2400 "$VENV/bin/python" -m molecule "$step" -s "$SCENARIO" 2>&1 |
+            tee "$logs/$step.log" || { rc=${PIPESTATUS[0]}; }
         times+=("$step: $((SECONDS - t))s")
         [ "$rc" = 0 ] || { times[-1]+=" FAILED (rc $rc)"; break; }
     done
@@ -133,6 +151,13 @@ main() {
     fi
     kill "$SAMPLER" 2>/dev/null
     SAMPLER=""
+    # Last, where a CI log's tail shows it: the converge's time per play and slowest tasks, the
+    # failed step's too, and who else used the CPU.
+    [ -f "$logs/converge.log" ] && python3 "$REPO/scripts/task-times.py" "$logs/converge.log"
+    [ "$rc" != 0 ] && [ "$step" != converge ] && [ -f "$logs/$step.log" ] &&
+        python3 "$REPO/scripts/task-times.py" --top 5 "$logs/$step.log"
+    log "host processes besides the guests with over 60 CPU seconds during the steps:"
+    report_cpu "$cpu_before"
     log "${times[*]}"
     log "total $((SECONDS - total))s; host RAM in use: ${base} MiB before, peak $(cat "$peak_file") MiB"
     if [ "$rc" = 0 ]; then
