@@ -72,15 +72,23 @@ def leases() -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_etcd_member_healthy(host: Any) -> None:
+# The etcd members: every node on the Docker scenarios, the first one only on the VMs.
+ETCD_HOSTS = RUNNER.get_hosts("etcd")
+
+
+@pytest.mark.parametrize("member", ETCD_HOSTS)
+def test_etcd_member_healthy(member: str) -> None:
+    host = RUNNER.get_host(member)
     _etcdctl(host, "endpoint", "health")
     assert host.service("etcd").is_running
     assert host.service("etcd").is_enabled
 
 
-def test_etcd_cluster_has_every_node(host: Any) -> None:
+@pytest.mark.parametrize("member", ETCD_HOSTS)
+def test_etcd_cluster_has_every_member(member: str) -> None:
+    host = RUNNER.get_host(member)
     members = json.loads(_etcdctl(host, "member", "list", "--write-out=json"))["members"]
-    assert sorted(m["name"] for m in members) == sorted(testinfra_hosts)
+    assert sorted(m["name"] for m in members) == sorted(ETCD_HOSTS)
     assert all(m.get("clientURLs") for m in members), f"a member has not started: {members}"
 
 
