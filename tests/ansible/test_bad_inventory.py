@@ -31,7 +31,7 @@ from tests.ansible.test_etcd_key import REPO, ansible_env, json_report
 
 NODE_IMAGE = os.environ.get("PYFLANNEL_PLAIN_NODE_IMAGE", "pyflannel-node:bookworm-plain")
 CHECK_PLAY = "Inventory check"
-STOP_TASK = "inventory_check : Stop unless every host passed"
+STOP_TASK = "pyflannel.overlay.inventory_check : Stop unless every host passed"
 RUN_TIMEOUT = 240
 # What the roles would write on a host (and the controller's CA directory): all must stay absent.
 WRITTEN_ON_NODE = (
@@ -203,11 +203,10 @@ ROWS: list[Row] = [
     Row("flannel_network_etcd_timeout", 0, ("greater than 0",)),
     Row("flannel_network_etcd_timeout", "fast", ("float",)),
     # -- flannel --------------------------------------------------------------------------------
-    Row("flannel_source_dir", MISSING, ("source tree", "pyproject.toml")),
     Row("flannel_version", "latest", ("pep 440",)),
     str_row("flannel_wheelhouse_dir"),
-    bool_row("flannel_wheel_rebuild"),
-    Row("flannel_wheel_python", f"{MISSING}/python3", ("executable on the controller",)),
+    Row("flannel_wheelhouse_dir", MISSING, ("has no pyflannel-", "make dist")),
+    Row("flannel_package_index", "ftp://mirror/simple", ("must be a URL", "https")),
     bool_row("flannel_install_packages"),
     Row("flannel_packages", ["python3 venv"], ("debian package",)),
     bool_row("flannel_apt_update_cache"),
@@ -304,7 +303,7 @@ def role_variables() -> dict[str, str]:
 
 
 def removal_only_variables() -> set[str]:
-    """Variables that only the roles' removal entry points (remove-node.yml, reset.yml) take.
+    """Variables that only the roles' removal entry points (remove_node.yml, reset.yml) take.
 
     site.yml never reads them, so its inventory check has nothing to say of them; each is
     validated by the argument spec of its entry point when those playbooks run.
@@ -330,7 +329,16 @@ def test_every_variable_has_a_row() -> None:
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[str]:
+def wheelhouse() -> None:
+    """This tree's dist/wheelhouse: the inventory check wants the agent's wheel in it."""
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-dist.sh"), "wheelhouse"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def node(wheelhouse: None) -> Iterator[str]:
     """A disposable Debian host (no network): what later plays would change if a check slipped."""
     name = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-badinv-{os.getpid()}"
     started = subprocess.run(

@@ -23,6 +23,8 @@ from tests.etcd_harness import EtcdServer, TlsEtcd, etcdctl, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_CFG = REPO / "ansible.cfg"
+# The checkout is this collection (ansible.cfg finds it): modules are called by FQCN.
+COLLECTION = "pyflannel.overlay"
 SYSTEM_PYTHON = "/usr/bin/python3"
 RUN_TIMEOUT = 120
 
@@ -125,7 +127,7 @@ def run_adhoc(
     interpreter: str = SYSTEM_PYTHON,
     options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """`ansible localhost -m MODULE -a ARGS` with the repo's ansible.cfg (default callback)."""
+    """`ansible localhost -m <collection>.MODULE -a ARGS` with the repo's ansible.cfg."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         "ansible",
@@ -137,7 +139,7 @@ def run_adhoc(
         "-e",
         f"ansible_python_interpreter={interpreter}",
         "-m",
-        module,
+        f"{COLLECTION}.{module}",
         "-a",
         args,
         *options,
@@ -179,9 +181,10 @@ def supported_parameters(workdir: Path, module: str, interpreter: str, required:
 
 
 def doc_options(workdir: Path, module: str) -> dict[str, Any]:
-    """`ansible-doc -M library --json MODULE` (must render), as a dict of the doc."""
+    """`ansible-doc <collection>.MODULE` (must render), as a dict of its --json doc."""
+    fqcn = f"{COLLECTION}.{module}"
     text = subprocess.run(
-        ["ansible-doc", "-M", str(REPO / "library"), module],
+        ["ansible-doc", fqcn],
         cwd=workdir,
         env=ansible_env(workdir, None),
         capture_output=True,
@@ -190,10 +193,10 @@ def doc_options(workdir: Path, module: str) -> dict[str, Any]:
         check=False,
     )
     assert text.returncode == 0, text.stderr
-    assert f"MODULE {module}" in text.stdout and "EXAMPLES" in text.stdout, text.stdout
+    assert f"MODULE {fqcn}" in text.stdout and "EXAMPLES" in text.stdout, text.stdout
     assert "RETURN VALUES" in text.stdout, text.stdout
     proc = subprocess.run(
-        ["ansible-doc", "-M", str(REPO / "library"), "--json", module],
+        ["ansible-doc", "--json", fqcn],
         cwd=workdir,
         env=ansible_env(workdir, None),
         capture_output=True,
@@ -201,7 +204,7 @@ def doc_options(workdir: Path, module: str) -> dict[str, Any]:
         timeout=RUN_TIMEOUT,
         check=True,
     )
-    entry = json.loads(proc.stdout)[module]
+    entry = json.loads(proc.stdout)[fqcn]
     assert entry["examples"].strip() and entry["return"], entry
     return dict(entry["doc"])
 
@@ -221,7 +224,7 @@ def system_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def etcd_key_task(**args: Any) -> dict[str, Any]:
-    return {"name": "etcd_key", "etcd_key": args}
+    return {"name": "etcd_key", f"{COLLECTION}.etcd_key": args}
 
 
 def stored(target: EtcdServer | TlsEtcd, key: str) -> str | None:
