@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ansible.test_etcd_key import REPO, ansible_env, json_report
+from tests.ansible.test_etcd_key import REPO, ansible_env, runner_report
 
 NODE_IMAGE = os.environ.get("PYFLANNEL_PLAIN_NODE_IMAGE", "pyflannel-node:bookworm-plain")
 CHECK_PLAY = "Inventory check"
-STOP_TASK = "pyflannel.overlay.inventory_check : Stop unless every host passed"
+STOP_TASK = "inventory_check : Stop unless every host passed"
 RUN_TIMEOUT = 240
 # What the roles would write on a host (and the controller's CA directory): all must stay absent.
 WRITTEN_ON_NODE = (
@@ -392,18 +392,23 @@ class SiteRun:
 
 
 def run_site(workdir: Path, inventory: dict[str, Any], *extra: str) -> SiteRun:
-    """ansible-playbook site.yml as an operator runs it (json callback for the assertions)."""
+    """site.yml as an operator runs it, through ansible-runner (its events for the assertions)."""
+    import ansible_runner
+
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "inventory.yml"
     path.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
-    env = {**ansible_env(workdir), "ANSIBLE_FORKS": "20"}
+    env = {k: v for k, v in ansible_env(workdir, None).items() if k.startswith("ANSIBLE_")}
+    (workdir / "runner").mkdir(exist_ok=True)
     start = time.monotonic()
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", str(path), str(REPO / "site.yml"), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
+    result = ansible_runner.run(
+        private_data_dir=str(workdir / "runner"), project_dir=str(REPO),
+        playbook=str(REPO / "site.yml"), inventory=str(path), envvars=env, forks=20,
+        cmdline=" ".join(extra) or None, quiet=True, timeout=RUN_TIMEOUT,
     )  # fmt: skip
     seconds = time.monotonic() - start
-    return SiteRun(proc.returncode, json_report(proc), proc.stderr, seconds)
+    stderr = result.stderr.read() if result.stderr else ""
+    return SiteRun(result.rc, runner_report(list(result.events)), stderr, seconds)
 
 
 def cluster(hosts: dict[str, dict[str, Any]], etcd: list[str] | None = None) -> dict[str, Any]:
