@@ -7,12 +7,13 @@ PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 BACKEND ?= vxlan
 
-.PHONY: help install deps lint test test-unit test-etcd test-netns test-interop test-ansible test-molecule \
+.PHONY: help install deps dist lint test test-unit test-etcd test-netns test-interop test-ansible test-molecule \
         test-vagrant lab lab-down netns-lab netns-lab-down bench bench-short clean
 
 help:
 	@echo "make lab [BACKEND=vxlan|udp|host-gw|ipip]  local 3-node cluster + site.yml + ping matrix"
 	@echo "make lab-down                               remove the lab"
+	@echo "make dist                                   dist/: the agent's wheelhouse and the collection tarball"
 	@echo "make test                                   every test tier (unit, etcd, netns, interop, ansible, molecule, vagrant)"
 	@echo "make test-unit | test-etcd | test-netns | test-interop | test-ansible | test-molecule | test-vagrant"
 	@echo "make lint                                   ruff, mypy, ansible-lint"
@@ -22,13 +23,18 @@ help:
 install:
 	$(PYTHON) -m pip install -q -e '.[test,provision,bench]'
 
+# What operators deploy: dist/wheelhouse (the agent and its dependencies, for the flannel role's
+# flannel_wheelhouse_dir) and dist/pyflannel-overlay-<version>.tar.gz (the collection).
+dist:
+	bash scripts/build-dist.sh
+
 # Installs what is missing (apt and pip); quick when everything is there.
 deps:
 	@bash scripts/ensure-test-deps.sh
 
 lint: deps
-	ruff check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts molecule roles
-	ruff format --check pyflannel pyflannel_lab tests bench library module_utils filter_plugins scripts molecule roles
+	ruff check pyflannel pyflannel_lab tests bench plugins scripts molecule roles
+	ruff format --check pyflannel pyflannel_lab tests bench plugins scripts molecule roles
 	mypy pyflannel pyflannel_lab
 	ansible-lint
 
@@ -96,4 +102,4 @@ bench-short: deps
 		--command "make bench-short"
 
 clean:
-	rm -rf build/lib build/wheelhouse dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf build/lib dist *.egg-info .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """The only module that talks to etcd (v3 API over gRPC).
 
-Built on `pyetcd` (etcd-sdk-python, see ETCD-CLIENTS.md for why that client). What this module
+Built on `pyetcd` (etcd-sdk-python, see docs/etcd-client.md for why that client). What this module
 adds on top, because no client does it for us:
 - failover: one client per endpoint, every call retried on the next endpoint when the current
   one is unreachable or times out; `StoreUnavailableError` only when all of them failed;
@@ -30,7 +30,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 
-# pyetcd registers the etcd protos at import; import it only here (see ETCD-CLIENTS.md).
+# pyetcd registers the etcd protos at import; import it only here (see docs/etcd-client.md).
 import pyetcd
 from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc

@@ -113,6 +113,8 @@ run_site() {
     mkdir -p "$(dirname "$REPORT")"
     # The report is not removed first: rewriting an identical matrix would make a re-run
     # report changed=1. A failed playbook stops this script before the report is printed.
+    # The agent the flannel role installs: this tree's wheelhouse (make dist).
+    bash "$REPO/scripts/build-dist.sh" wheelhouse || die "could not build dist/wheelhouse"
     log "ansible-playbook -i inventory/lab site.yml -e flannel_network_backend=$backend"
     (cd "$REPO" && ANSIBLE_CONFIG="$REPO/ansible.cfg" \
         ansible-playbook -i inventory/lab site.yml -e "flannel_network_backend=$backend")

@@ -17,8 +17,8 @@
 # about 0.6 of the serial time. Each scenario's output goes to build/molecule-logs/<name>.log;
 # a failed scenario's log tail is printed.
 # Starts dockerd and builds the images when missing (scripts/ensure-dockerd.sh,
-# scripts/build-images.sh); the pyflannel wheelhouse is built once (build/wheelhouse) and
-# shared by all scenarios.
+# scripts/build-images.sh); dist/ (the wheelhouse and the collection, scripts/build-dist.sh)
+# is built once and shared by all scenarios.
 set -Euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -108,12 +108,14 @@ main() {
     bash "$REPO/scripts/build-images.sh" || die "could not build the node images"
     check_subnet_free
     cd "$REPO" || die "cannot cd to $REPO"
-    # The scenarios test this tree: a pyflannel wheel left from an older tree with the same
-    # version would be reused by the flannel role (it builds only when the wheel is missing).
-    # Built once here, as the role would: lanes building it side by side could copy a half-written one.
-    rm -f "$REPO"/build/wheelhouse/pyflannel-*.whl
-    python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$REPO/build/wheelhouse" "$REPO" ||
-        die "could not build the wheelhouse"
+    # The scenarios test this tree: its wheelhouse and collection (make dist), built once for
+    # all lanes.
+    bash "$REPO/scripts/build-dist.sh" >/dev/null || die "could not build dist/ (scripts/build-dist.sh)"
+    # The default scenario converges from the installed collection (molecule/default/molecule.yml).
+    rm -rf "$REPO/build/collections"
+    ANSIBLE_COLLECTIONS_PATH="$REPO/build/collections" ansible-galaxy collection install --no-deps \
+        -p "$REPO/build/collections" "$REPO"/dist/pyflannel-overlay-*.tar.gz >/dev/null ||
+        die "could not install the collection into build/collections"
 
     RUN=("${scenarios[@]}")
     mkdir -p "$LOG_DIR"

@@ -50,9 +50,8 @@ ensure_driver() {
     local modules
     modules=$("$VENV/bin/python" -c \
         'import molecule_plugins.vagrant as v, os; print(os.path.dirname(v.__file__) + "/modules")')
-    # The driver's `vagrant` module next to the project's own modules (ANSIBLE_LIBRARY wins over
-    # the library path of the scenario's ansible.cfg).
-    export ANSIBLE_LIBRARY="$REPO/library:$modules"
+    # The driver's `vagrant` module (the project's own come with the collection, by FQCN).
+    export ANSIBLE_LIBRARY="$modules"
 }
 
 molecule_cmd() { "$VENV/bin/python" -m molecule "$@"; }
@@ -112,8 +111,8 @@ main() {
     bash "$REPO/scripts/ensure-dockerd.sh" >/dev/null || die "no Docker daemon"
     bash "$REPO/scripts/build-images.sh" >/dev/null || die "could not build the busybox archive"
     cd "$REPO" || die "cannot cd to $REPO"
-    # This tree's agent, not a wheel of the same version built from an older one.
-    rm -f "$REPO"/build/wheelhouse/pyflannel-*.whl
+    # This tree's agent (the wheelhouse the flannel role copies to the VMs).
+    bash "$REPO/scripts/build-dist.sh" wheelhouse >/dev/null || die "could not build dist/wheelhouse"
     # Leftovers of an interrupted run first: a rebuilt box must not pull the disk from under them.
     timeout 600 "$VENV/bin/python" -m molecule destroy -s "$SCENARIO" >/dev/null 2>&1 || true
     local start=$SECONDS

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ansible.test_etcd_key import REPO, ansible_env, json_report
+from tests.ansible.test_etcd_key import REPO, ansible_env, runner_report
 
 NODE_IMAGE = os.environ.get("PYFLANNEL_PLAIN_NODE_IMAGE", "pyflannel-node:bookworm-plain")
 CHECK_PLAY = "Inventory check"
@@ -203,11 +203,10 @@ ROWS: list[Row] = [
     Row("flannel_network_etcd_timeout", 0, ("greater than 0",)),
     Row("flannel_network_etcd_timeout", "fast", ("float",)),
     # -- flannel --------------------------------------------------------------------------------
-    Row("flannel_source_dir", MISSING, ("source tree", "pyproject.toml")),
     Row("flannel_version", "latest", ("pep 440",)),
     str_row("flannel_wheelhouse_dir"),
-    bool_row("flannel_wheel_rebuild"),
-    Row("flannel_wheel_python", f"{MISSING}/python3", ("executable on the controller",)),
+    Row("flannel_wheelhouse_dir", MISSING, ("has no pyflannel-", "make dist")),
+    Row("flannel_package_index", "ftp://mirror/simple", ("must be a URL", "https")),
     bool_row("flannel_install_packages"),
     Row("flannel_packages", ["python3 venv"], ("debian package",)),
     bool_row("flannel_apt_update_cache"),
@@ -304,7 +303,7 @@ def role_variables() -> dict[str, str]:
 
 
 def removal_only_variables() -> set[str]:
-    """Variables that only the roles' removal entry points (remove-node.yml, reset.yml) take.
+    """Variables that only the roles' removal entry points (remove_node.yml, reset.yml) take.
 
     site.yml never reads them, so its inventory check has nothing to say of them; each is
     validated by the argument spec of its entry point when those playbooks run.
@@ -330,7 +329,16 @@ def test_every_variable_has_a_row() -> None:
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[str]:
+def wheelhouse() -> None:
+    """This tree's dist/wheelhouse: the inventory check wants the agent's wheel in it."""
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-dist.sh"), "wheelhouse"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def node(wheelhouse: None) -> Iterator[str]:
     """A disposable Debian host (no network): what later plays would change if a check slipped."""
     name = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-badinv-{os.getpid()}"
     started = subprocess.run(
@@ -384,18 +392,23 @@ class SiteRun:
 
 
 def run_site(workdir: Path, inventory: dict[str, Any], *extra: str) -> SiteRun:
-    """ansible-playbook site.yml as an operator runs it (json callback for the assertions)."""
+    """site.yml as an operator runs it, through ansible-runner (its events for the assertions)."""
+    import ansible_runner
+
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "inventory.yml"
     path.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
-    env = {**ansible_env(workdir), "ANSIBLE_FORKS": "20"}
+    env = {k: v for k, v in ansible_env(workdir, None).items() if k.startswith("ANSIBLE_")}
+    (workdir / "runner").mkdir(exist_ok=True)
     start = time.monotonic()
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", str(path), str(REPO / "site.yml"), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
+    result = ansible_runner.run(
+        private_data_dir=str(workdir / "runner"), project_dir=str(REPO),
+        playbook=str(REPO / "site.yml"), inventory=str(path), envvars=env, forks=20,
+        cmdline=" ".join(extra) or None, quiet=True, timeout=RUN_TIMEOUT,
     )  # fmt: skip
     seconds = time.monotonic() - start
-    return SiteRun(proc.returncode, json_report(proc), proc.stderr, seconds)
+    stderr = result.stderr.read() if result.stderr else ""
+    return SiteRun(result.rc, runner_report(list(result.events)), stderr, seconds)
 
 
 def cluster(hosts: dict[str, dict[str, Any]], etcd: list[str] | None = None) -> dict[str, Any]:

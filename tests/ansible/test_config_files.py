@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.ansible.test_etcd_key import (
+    COLLECTION,
     SYSTEM_PYTHON,
     doc_options,
     run_adhoc,
@@ -23,7 +24,7 @@ from tests.ansible.test_etcd_key import (
 
 
 def files_task(**args: Any) -> dict[str, Any]:
-    return {"name": "config_files", "config_files": args}
+    return {"name": "config_files", f"{COLLECTION}.config_files": args}
 
 
 def mode_of(path: Path) -> int:

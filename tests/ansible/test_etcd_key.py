@@ -23,6 +23,8 @@ from tests.etcd_harness import EtcdServer, TlsEtcd, etcdctl, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_CFG = REPO / "ansible.cfg"
+# The checkout is this collection (ansible.cfg finds it): modules are called by FQCN.
+COLLECTION = "pyflannel.overlay"
 SYSTEM_PYTHON = "/usr/bin/python3"
 RUN_TIMEOUT = 120
 
@@ -44,18 +46,7 @@ class PlayRun:
         return self.results[-1]
 
 
-def json_report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The json callback's report of an ansible-playbook run; its output when there is none."""
-    try:
-        report: dict[str, Any] = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(
-            f"no JSON from ansible-playbook:\n{proc.stdout}\n{proc.stderr}"
-        ) from None
-    return report
-
-
-def ansible_env(workdir: Path, callback: str | None = "ansible.builtin.json") -> dict[str, str]:
+def ansible_env(workdir: Path, callback: str | None = None) -> dict[str, str]:
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
@@ -71,6 +62,62 @@ def ansible_env(workdir: Path, callback: str | None = "ansible.builtin.json") ->
     return env
 
 
+def _runner_env(workdir: Path, callback: str | None) -> dict[str, str]:
+    """ansible_env() for ansible-runner: it sets its own stdout callback for the events."""
+    env = ansible_env(workdir, None)
+    if callback == "default":  # the human output the test reads (diffs)
+        env["ANSIBLE_STDOUT_CALLBACK"] = "default"
+    return {k: v for k, v in env.items() if k.startswith("ANSIBLE_")}
+
+
+_TASK_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
+
+
+def _task_results(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each task's result on localhost, from ansible-runner's events, in order."""
+    return [
+        _result(event["event"], event["event_data"])
+        for event in events
+        if event.get("event") in _TASK_EVENTS
+    ]
+
+
+def runner_report(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """ansible-runner's events as a json-callback-like report: plays, their tasks, each host's
+    result ("role : task" names as Ansible prints them), and per-host stats."""
+    report: dict[str, Any] = {"plays": [], "stats": {}}
+    tasks: dict[str, dict[str, Any]] = {}
+    for event in events:
+        kind, data = event.get("event", ""), event.get("event_data", {})
+        if kind == "playbook_on_play_start":
+            report["plays"].append({"play": {"name": data.get("play", "")}, "tasks": []})
+        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            name = data.get("task", "")
+            if data.get("role"):
+                name = f"{data['role']} : {name}"
+            tasks[data["task_uuid"]] = {"task": {"name": name}, "hosts": {}}
+            report["plays"][-1]["tasks"].append(tasks[data["task_uuid"]])
+        elif kind in _TASK_EVENTS and data.get("task_uuid") in tasks:
+            tasks[data["task_uuid"]]["hosts"][data["host"]] = _result(kind, data)
+        elif kind == "playbook_on_stats":
+            report["stats"] = {
+                host: {what: data.get(what, {}).get(host, 0) for what in ("changed", "failures")}
+                for host in data.get("processed", {})
+            }
+    return report
+
+
+def _result(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    res = dict(data.get("res") or {})
+    if kind == "runner_on_failed":
+        res.setdefault("failed", True)
+    elif kind == "runner_on_skipped":
+        res.setdefault("skipped", True)
+    elif kind == "runner_on_unreachable":
+        res.setdefault("unreachable", True)
+    return res
+
+
 def run_playbook(
     workdir: Path,
     tasks: list[dict[str, Any]],
@@ -78,13 +125,17 @@ def run_playbook(
     interpreter: str = sys.executable,
     check: bool = False,
     diff: bool = False,
-    callback: str | None = "ansible.builtin.json",
+    callback: str | None = "events",
     play_vars: dict[str, Any] | None = None,
 ) -> PlayRun:
     """Run `tasks` in one play on localhost (connection local) with the repo's ansible.cfg.
 
-    The cwd is `workdir`, so nothing (pyflannel included) is importable by accident.
+    Through ansible-runner: each task's result comes from its events. The playbook's directory
+    is `workdir`, so nothing (pyflannel included) is importable by accident. callback="default":
+    stdout is Ansible's default output (for the diffs a test reads).
     """
+    import ansible_runner
+
     workdir.mkdir(parents=True, exist_ok=True)
     play = {
         "hosts": "localhost",
@@ -95,26 +146,21 @@ def run_playbook(
     }
     playbook = workdir / "playbook.yml"
     playbook.write_text(json.dumps([play], indent=2))  # JSON is YAML
-    command = ["ansible-playbook", "-i", "localhost,", str(playbook)]
-    if check:
-        command.append("--check")
-    if diff:
-        command.append("--diff")
-    proc = subprocess.run(
-        command,
-        cwd=workdir,
-        env=ansible_env(workdir, callback),
-        capture_output=True,
-        text=True,
+    (workdir / "runner").mkdir(exist_ok=True)
+    cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    result = ansible_runner.run(
+        private_data_dir=str(workdir / "runner"),
+        project_dir=str(workdir),
+        playbook=str(playbook),
+        inventory="localhost,",
+        envvars=_runner_env(workdir, callback),
+        cmdline=cmdline or None,
+        quiet=True,
         timeout=RUN_TIMEOUT,
-        check=False,
     )
-    results: list[dict[str, Any]] = []
-    if callback == "ansible.builtin.json":
-        report = json_report(proc)
-        for play_report in report["plays"]:
-            results += [task["hosts"]["localhost"] for task in play_report["tasks"]]
-    return PlayRun(proc.returncode, proc.stdout, proc.stderr, results)
+    stdout = result.stdout.read()
+    stderr = result.stderr.read() if result.stderr else ""
+    return PlayRun(result.rc, stdout, stderr, _task_results(list(result.events)))
 
 
 def run_adhoc(
@@ -125,7 +171,7 @@ def run_adhoc(
     interpreter: str = SYSTEM_PYTHON,
     options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """`ansible localhost -m MODULE -a ARGS` with the repo's ansible.cfg (default callback)."""
+    """`ansible localhost -m <collection>.MODULE -a ARGS` with the repo's ansible.cfg."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         "ansible",
@@ -137,7 +183,7 @@ def run_adhoc(
         "-e",
         f"ansible_python_interpreter={interpreter}",
         "-m",
-        module,
+        f"{COLLECTION}.{module}",
         "-a",
         args,
         *options,
@@ -179,9 +225,10 @@ def supported_parameters(workdir: Path, module: str, interpreter: str, required:
 
 
 def doc_options(workdir: Path, module: str) -> dict[str, Any]:
-    """`ansible-doc -M library --json MODULE` (must render), as a dict of the doc."""
+    """`ansible-doc <collection>.MODULE` (must render), as a dict of its --json doc."""
+    fqcn = f"{COLLECTION}.{module}"
     text = subprocess.run(
-        ["ansible-doc", "-M", str(REPO / "library"), module],
+        ["ansible-doc", fqcn],
         cwd=workdir,
         env=ansible_env(workdir, None),
         capture_output=True,
@@ -190,10 +237,10 @@ def doc_options(workdir: Path, module: str) -> dict[str, Any]:
         check=False,
     )
     assert text.returncode == 0, text.stderr
-    assert f"MODULE {module}" in text.stdout and "EXAMPLES" in text.stdout, text.stdout
+    assert f"MODULE {fqcn}" in text.stdout and "EXAMPLES" in text.stdout, text.stdout
     assert "RETURN VALUES" in text.stdout, text.stdout
     proc = subprocess.run(
-        ["ansible-doc", "-M", str(REPO / "library"), "--json", module],
+        ["ansible-doc", "--json", fqcn],
         cwd=workdir,
         env=ansible_env(workdir, None),
         capture_output=True,
@@ -201,7 +248,7 @@ def doc_options(workdir: Path, module: str) -> dict[str, Any]:
         timeout=RUN_TIMEOUT,
         check=True,
     )
-    entry = json.loads(proc.stdout)[module]
+    entry = json.loads(proc.stdout)[fqcn]
     assert entry["examples"].strip() and entry["return"], entry
     return dict(entry["doc"])
 
@@ -221,7 +268,7 @@ def system_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def etcd_key_task(**args: Any) -> dict[str, Any]:
-    return {"name": "etcd_key", "etcd_key": args}
+    return {"name": "etcd_key", f"{COLLECTION}.etcd_key": args}
 
 
 def stored(target: EtcdServer | TlsEtcd, key: str) -> str | None:

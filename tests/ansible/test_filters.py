@@ -14,7 +14,7 @@ from ansible.errors import AnsibleFilterError
 
 from tests.ansible.test_etcd_key import REPO, run_playbook
 
-PLUGIN = REPO / "filter_plugins" / "flannel.py"
+PLUGIN = REPO / "plugins" / "filter" / "flannel.py"
 
 
 def _load() -> ModuleType:
@@ -304,7 +304,7 @@ def test_filters_in_a_playbook(tmp_path: Path) -> None:
         {
             "name": "config",
             "ansible.builtin.debug": {
-                "msg": "{{ flannel_network_cidr | flannel_network_config("
+                "msg": "{{ flannel_network_cidr | pyflannel.overlay.flannel_network_config("
                 "flannel_network_subnet_len, '', '', flannel_network_backend, "
                 "flannel_network_backend_options) | to_json }}"
             },
@@ -313,29 +313,29 @@ def test_filters_in_a_playbook(tmp_path: Path) -> None:
             "name": "arithmetic",
             "ansible.builtin.assert": {
                 "that": [
-                    "'vxlan' | flannel_backend_mtu(1500) == 1450",
-                    "'udp' | flannel_backend_mtu(9000) == 8972",
-                    "'vxlan' | flannel_backend_mtu(1500, 9000) == 8950",
-                    "'10.5.52.0/24' | flannel_gateway == '10.5.52.1/24'",
-                    "'10.5.52.0/24' | flannel_lease_key('/atomic.io/network')"
+                    "'vxlan' | pyflannel.overlay.flannel_backend_mtu(1500) == 1450",
+                    "'udp' | pyflannel.overlay.flannel_backend_mtu(9000) == 8972",
+                    "'vxlan' | pyflannel.overlay.flannel_backend_mtu(1500, 9000) == 8950",
+                    "'10.5.52.0/24' | pyflannel.overlay.flannel_gateway == '10.5.52.1/24'",
+                    "'10.5.52.0/24' | pyflannel.overlay.flannel_lease_key('/atomic.io/network')"
                     " == '/atomic.io/network/subnets/10.5.52.0-24'",
-                    "(subnet_env | flannel_docker_opts).bip == '10.5.52.1/24'",
-                    "(subnet_env | flannel_docker_opts).mtu == 1450",
-                    "(subnet_env | flannel_docker_opts).ip_masq is false",
+                    "(subnet_env | pyflannel.overlay.flannel_docker_opts).bip == '10.5.52.1/24'",
+                    "(subnet_env | pyflannel.overlay.flannel_docker_opts).mtu == 1450",
+                    "(subnet_env | pyflannel.overlay.flannel_docker_opts).ip_masq is false",
                 ]
             },
         },
         {
             "name": "a typo in an option is warned about",
             "ansible.builtin.debug": {
-                "msg": "{{ flannel_network_cidr | flannel_network_config("
+                "msg": "{{ flannel_network_cidr | pyflannel.overlay.flannel_network_config("
                 "0, '', '', 'vxlan', {'VNl': 2}) }}"
             },
         },
         {
             "name": "a bad config fails naming the variable",
             "ansible.builtin.debug": {
-                "msg": "{{ flannel_network_cidr | flannel_network_config(33) }}",
+                "msg": "{{ flannel_network_cidr | pyflannel.overlay.flannel_network_config(33) }}",
             },
             "ignore_errors": True,
         },

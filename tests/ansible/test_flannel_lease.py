@@ -21,6 +21,7 @@ from pyflannel.subnet.lease import Lease, LeaseAttrs, subnet_key
 from pyflannel.subnet.manager import SubnetManager
 from pyflannel.subnetenv import SubnetEnv, write_subnet_env
 from tests.ansible.test_etcd_key import (
+    COLLECTION,
     REPO,
     SYSTEM_PYTHON,
     dead_endpoint,
@@ -68,7 +69,7 @@ def lease_task(**args: Any) -> dict[str, Any]:
     # This checkout's pyflannel, not whichever checkout the shared install points at.
     return {
         "name": "flannel_lease",
-        "flannel_lease": args,
+        f"{COLLECTION}.flannel_lease": args,
         "environment": {"PYTHONPATH": str(REPO)},
     }
 
@@ -391,7 +392,7 @@ def test_without_pyflannel_the_module_says_which_python_to_use(tmp_path: Path) -
         [
             {
                 "name": "flannel_lease",
-                "flannel_lease": {
+                f"{COLLECTION}.flannel_lease": {
                     "endpoints": ["http://127.0.0.1:2379"],
                     "public_ip": str(NODE_IP),
                 },

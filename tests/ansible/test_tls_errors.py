@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.test_etcd_key import REPO, SYSTEM_PYTHON, PlayRun, importable, run_playbook
+from tests.ansible.test_etcd_key import (
+    COLLECTION,
+    REPO,
+    SYSTEM_PYTHON,
+    PlayRun,
+    importable,
+    run_playbook,
+)
 from tests.etcd_harness import TlsCase, TlsLab
 
 pytestmark = pytest.mark.etcd
@@ -34,7 +41,11 @@ def tls_args(case: TlsCase) -> dict[str, Any]:
 
 
 def task(module: str, case_name: str, args: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": case_name, module: args, "ignore_errors": True}
+    entry: dict[str, Any] = {
+        "name": case_name,
+        f"{COLLECTION}.{module}": args,
+        "ignore_errors": True,
+    }
     if module == "flannel_lease":
         entry["environment"] = {"PYTHONPATH": str(REPO)}  # this checkout's pyflannel
     return entry
@@ -114,7 +125,7 @@ def test_client_cert_and_key_are_required_together(
 
 
 def test_one_copy_of_the_tls_diagnosis() -> None:
-    """module_utils/etcd_tls.py is the agent's pyflannel/tlscheck.py (a link, not a copy)."""
-    link = REPO / "module_utils" / "etcd_tls.py"
-    assert link.is_symlink(), "module_utils/etcd_tls.py must link to pyflannel/tlscheck.py"
-    assert link.resolve() == (REPO / "pyflannel" / "tlscheck.py").resolve()
+    """The agent's pyflannel/tlscheck.py is the collection's module_utils/etcd_tls.py (a link)."""
+    link = REPO / "pyflannel" / "tlscheck.py"
+    assert link.is_symlink(), "pyflannel/tlscheck.py must link to plugins/module_utils/etcd_tls.py"
+    assert link.resolve() == (REPO / "plugins" / "module_utils" / "etcd_tls.py").resolve()

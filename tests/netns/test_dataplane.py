@@ -3,7 +3,7 @@
 One cluster (lab + etcd + 3 agents + one container per host) per backend class, shared by the
 class's tests; tests that stop or break something put it back, and `c` restarts agents a failed
 test left stopped. Agents run with --ip-masq --iptables-resync=1 --reconcile-interval=2.
-Expected kernel state is written out here from FLANNEL-COMPAT.md and the reference
+Expected kernel state is written out here from docs/compatibility.md and the reference
 walk-throughs, not derived from pyflannel's code.
 """
 

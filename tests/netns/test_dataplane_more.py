@@ -4,7 +4,7 @@ Operator changes on a running cluster (backend and Network switches applied by r
 agents, as the provisioner does), a peer's changed VtepMAC, host-gw's refusals, the vxlan
 checksum workaround, DirectRouting, and the iptables rules after a Network change. Each test
 builds its own cluster (or a class shares one) and takes it down afterwards. Expected kernel
-state is written out here from FLANNEL-COMPAT.md and the reference walk-throughs.
+state is written out here from docs/compatibility.md and the reference walk-throughs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""parse_config against every rule of FLANNEL-COMPAT.md (defaults, ranges, types, messages)."""
+"""parse_config against every rule of docs/compatibility.md (defaults, ranges, types, messages)."""
 
 from __future__ import annotations
 

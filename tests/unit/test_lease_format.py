@@ -17,7 +17,7 @@ from pyflannel.subnet.lease import (
     subnets_prefix,
 )
 
-# flannel's own example lease value (FLANNEL-COMPAT.md), to the byte.
+# flannel's own example lease value (docs/compatibility.md), to the byte.
 FLANNEL_VXLAN_VALUE = (
     '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan",'
     '"BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}'

@@ -25,7 +25,7 @@ RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("flannel")
 
 PREFIX = "/coreos.com/network"
-# Encapsulation overhead per backend (FLANNEL-COMPAT.md): container MTU = underlay MTU - this.
+# Encapsulation overhead per backend (docs/compatibility.md): container MTU = underlay MTU - this.
 OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0, "ipip": 20}
 # The BackendType a lease carries: none for udp, as flanneld writes it.
 LEASE_TYPE = {"udp": None}

@@ -21,13 +21,9 @@ author:
   - pyflannel maintainers
 requirements:
   - pyflannel (the agent's virtualenv, C(/opt/pyflannel/bin/python))
+extends_documentation_fragment:
+  - pyflannel.overlay.etcd
 options:
-  endpoints:
-    description:
-      - etcd client URLs (C(http://) or C(https://)); the agent's store fails over between them.
-    type: list
-    elements: str
-    required: true
   prefix:
     description:
       - The flannel key prefix (flanneld's C(--etcd-prefix)).
@@ -63,34 +59,6 @@ options:
         and nothing is compared.
     type: str
     default: /run/flannel/subnet.env
-  ca_cert:
-    description:
-      - CA certificate (PEM) that signed the etcd server certificates, for https endpoints.
-    type: path
-  client_cert:
-    description:
-      - Client certificate (PEM) for etcd's client certificate authentication
-        (etcd's C(--client-cert-auth)), issued by a CA in etcd's C(--trusted-ca-file).
-      - Required together with O(client_key).
-    type: path
-  client_key:
-    description:
-      - Unencrypted private key (PEM) of O(client_cert).
-      - Required together with O(client_cert).
-    type: path
-  username:
-    description:
-      - etcd user name; needs O(password).
-    type: str
-  password:
-    description:
-      - Password of O(username).
-    type: str
-  timeout:
-    description:
-      - Seconds to wait for each etcd request on one endpoint before trying the next.
-    type: float
-    default: 5
 attributes:
   check_mode:
     description: V(reserved) and V(released) report what they would change and write nothing.
@@ -104,12 +72,12 @@ notes:
     what to do (for example an expired client certificate, a client certificate from another
     CA, a server certificate without this endpoint's name, or C(http://) to a TLS port).
 seealso:
-  - module: etcd_key
+  - module: pyflannel.overlay.etcd_key
 """
 
 EXAMPLES = r"""
 - name: Read this node's lease (from /run/flannel/subnet.env and etcd)
-  flannel_lease:
+  pyflannel.overlay.flannel_lease:
     endpoints: "{{ flannel_etcd_endpoints }}"
   vars:
     ansible_python_interpreter: /opt/pyflannel/bin/python
@@ -120,7 +88,7 @@ EXAMPLES = r"""
     msg: "{{ flannel_lease_info.lease.gateway }} mtu {{ flannel_lease_info.lease.mtu }}"
 
 - name: Pin a subnet to a node before it joins
-  flannel_lease:
+  pyflannel.overlay.flannel_lease:
     endpoints: [http://192.0.2.10:2379]
     state: reserved
     subnet: 10.5.7.0/24
@@ -129,7 +97,7 @@ EXAMPLES = r"""
     ansible_python_interpreter: /opt/pyflannel/bin/python
 
 - name: Give a removed node's subnet back
-  flannel_lease:
+  pyflannel.overlay.flannel_lease:
     endpoints: [http://192.0.2.10:2379]
     prefix: /atomic.io/network
     state: released
@@ -204,7 +172,7 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.etcd_gateway import (  # noqa: E402
+from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_gateway import (  # noqa: E402
     CONNECTION_ARGUMENT_SPEC,
     CONNECTION_REQUIRED_TOGETHER,
 )

@@ -96,7 +96,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Write the agent's settings and unit
-  config_files:
+  pyflannel.overlay.config_files:
     directories:
       - path: /etc/pyflannel
     files:

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from ansible.module_utils.etcd_tls import (
+from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_tls import (
     MODULE_OPTIONS,
     TlsFileError,
     TlsFiles,

@@ -19,13 +19,9 @@ description:
     spacing or key order counts as unchanged. A changed value is written as compact JSON.
 author:
   - pyflannel maintainers
+extends_documentation_fragment:
+  - pyflannel.overlay.etcd
 options:
-  endpoints:
-    description:
-      - etcd client URLs (C(http://) or C(https://)), tried in order.
-    type: list
-    elements: str
-    required: true
   key:
     description:
       - The full key, for example C(/coreos.com/network/config).
@@ -49,35 +45,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  ca_cert:
-    description:
-      - CA certificate (PEM) that signed the etcd server certificates, for https endpoints.
-      - Without it the system's trusted CAs are used.
-    type: path
-  client_cert:
-    description:
-      - Client certificate (PEM) for etcd's client certificate authentication
-        (etcd's C(--client-cert-auth)), issued by a CA in etcd's C(--trusted-ca-file).
-      - Required together with O(client_key).
-    type: path
-  client_key:
-    description:
-      - Unencrypted private key (PEM) of O(client_cert).
-      - Required together with O(client_cert).
-    type: path
-  username:
-    description:
-      - etcd user name for etcd's authentication; needs O(password).
-    type: str
-  password:
-    description:
-      - Password of O(username).
-    type: str
-  timeout:
-    description:
-      - Seconds to wait for each endpoint before trying the next one.
-    type: float
-    default: 5
 attributes:
   check_mode:
     description: Reports what would change and writes nothing.
@@ -90,16 +57,13 @@ notes:
   - The agent itself (pyflannel) talks gRPC to etcd; this module is the provisioner's access.
   - etcd 3.4 serves the gateway under C(/v3/) and C(/v3beta/); etcd 3.5 and later under
     C(/v3/) only. This module uses C(/v3/).
-  - When TLS to etcd fails, the task fails with one line saying which side refused what and
-    what to do (for example an expired client certificate, a client certificate from another
-    CA, a server certificate without this endpoint's name, or C(http://) to a TLS port).
 seealso:
-  - module: flannel_lease
+  - module: pyflannel.overlay.flannel_lease
 """
 
 EXAMPLES = r"""
 - name: Write the flannel network config
-  etcd_key:
+  pyflannel.overlay.etcd_key:
     endpoints: "{{ groups['etcd'] | map('extract', hostvars, 'etcd_client_url') | list }}"
     key: /coreos.com/network/config
     value_json:
@@ -108,7 +72,7 @@ EXAMPLES = r"""
         Type: vxlan
 
 - name: Write a plain value over TLS with a client certificate
-  etcd_key:
+  pyflannel.overlay.etcd_key:
     endpoints: [https://192.0.2.10:2379, https://192.0.2.11:2379]
     key: /site/owner
     value: ops
@@ -117,7 +81,7 @@ EXAMPLES = r"""
     client_key: /etc/etcd/pki/client-key.pem
 
 - name: Remove a key, with etcd authentication
-  etcd_key:
+  pyflannel.overlay.etcd_key:
     endpoints: [http://127.0.0.1:2379]
     key: /site/owner
     state: absent
@@ -153,7 +117,7 @@ import json  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.etcd_gateway import (  # noqa: E402
+from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_gateway import (  # noqa: E402
     CONNECTION_ARGUMENT_SPEC,
     CONNECTION_REQUIRED_TOGETHER,
     EtcdGateway,

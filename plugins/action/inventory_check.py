@@ -16,11 +16,8 @@ Runs on the controller only: no connection to the host.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import ipaddress
-import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,14 +30,19 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.action import ActionBase
 from ansible.template import Templar
 from ansible.utils.vars import load_extra_vars
+from ansible_collections.pyflannel.overlay.plugins.filter.flannel import (
+    PYFLANNEL_MISSING,
+    flannel_network_config,
+)
 
-ROLES_DIR = Path(__file__).resolve().parents[2]
-REPO = ROLES_DIR.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# plugins/action/ -> the collection's roles/ (their argument specs, defaults and vars).
+ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 
-from pyflannel.errors import UsageError  # noqa: E402
-from pyflannel.flags import parse_flags  # noqa: E402
+try:
+    from pyflannel.errors import UsageError
+    from pyflannel.flags import parse_flags
+except ImportError:  # run() says so, in the filter plugin's words
+    pass
 
 Check = Callable[[Any], str | None]  # None: valid; else what is wrong and what would be valid
 
@@ -180,16 +182,9 @@ def controller_file_or_empty(value: Any) -> str | None:
     return None
 
 
-def controller_executable(value: Any) -> str | None:
-    if not os.access(str(value), os.X_OK) or not Path(str(value)).is_file():
-        return "must be an executable on the controller; no such program"
-    return None
-
-
-def source_tree(value: Any) -> str | None:
-    if not (Path(str(value)) / "pyproject.toml").is_file():
-        return "must be the pyflannel source tree on the controller (with pyproject.toml)"
-    return None
+def url_or_empty(*schemes: str) -> Check:
+    check_url = url(*schemes)
+    return lambda value: check_url(value) if value else None
 
 
 def subject_alt_name(value: Any) -> str | None:
@@ -350,9 +345,9 @@ RULES: dict[str, tuple[Check, ...]] = {
     "flannel_network_etcd_client_key": (absolute_path_or_empty,),
     "flannel_network_etcd_timeout": (positive,),
     # flannel
-    "flannel_source_dir": (source_tree,),
     "flannel_version": (PY_VERSION,),
-    "flannel_wheel_python": (controller_executable,),
+    "flannel_wheelhouse_dir": (absolute_path,),
+    "flannel_package_index": (url_or_empty("https", "http", "file"),),
     "flannel_packages": (DEB_PACKAGES,),
     "flannel_apt_cache_valid_time": (NON_NEGATIVE,),
     "flannel_node_wheelhouse_dir": (absolute_path,),
@@ -531,12 +526,29 @@ def cross_checks(
             f"flannel_network_etcd_endpoints: empty, and group {group!r} has no hosts: list the "
             "client URLs of an external etcd (https://host:2379) or put etcd hosts in the group"
         )
+    problems += _wheelhouse(values)
     peers = values.get("overlay_verify_peers")
     if isinstance(peers, list):
         unknown = [p for p in peers if p not in groups.get("all", [])]
         if unknown:
             problems.append(f"overlay_verify_peers: {unknown} are not hosts of the inventory")
     return problems
+
+
+def _wheelhouse(values: Mapping[str, Any]) -> list[str]:
+    """Without a package index, the wheelhouse must hold the agent's wheel of flannel_version."""
+    needed = {"flannel_wheelhouse_dir", "flannel_version"}
+    if values.get("flannel_package_index") or not needed <= values.keys():
+        return []
+    wheelhouse = Path(values["flannel_wheelhouse_dir"])
+    wheel = f"pyflannel-{values['flannel_version']}-py3-none-any.whl"
+    if (wheelhouse / wheel).is_file():
+        return []
+    return [
+        f"flannel_wheelhouse_dir: {wheelhouse} has no {wheel}: build the wheelhouse with `make "
+        "dist` in the pyflannel checkout (dist/wheelhouse) and point flannel_wheelhouse_dir at "
+        "it, or set flannel_package_index"
+    ]
 
 
 ROLL_BATCH = re.compile(r"^([1-9][0-9]*)%?$")
@@ -581,17 +593,6 @@ NETWORK_ARGS = (
 
 
 @functools.cache
-def _network_config_filter() -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location(
-        "pyflannel_filters", REPO / "filter_plugins" / "flannel.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.flannel_network_config  # type: ignore[no-any-return]
-
-
-@functools.cache
 def _load(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as stream:
         return yaml.safe_load(stream) or {}
@@ -606,6 +607,8 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
+        if PYFLANNEL_MISSING is not None:
+            raise AnsibleError(PYFLANNEL_MISSING)
         roles = list(self._task.args.get("roles", []))
         specs = {
             r: _load(ROLES_DIR / r / "meta" / "argument_specs.yml")["argument_specs"]["main"][
@@ -615,15 +618,18 @@ class ActionModule(ActionBase):
         }
         defaults: dict[str, Any] = {}
         for role in roles:
-            # The loader marks the defaults as trusted templates, as role defaults are.
+            # Trusted templates, as Ansible loads role defaults (its cached copy is keyed by the
+            # path it found the role at, which need not be this one).
             path = str(ROLES_DIR / role / "defaults" / "main.yml")
-            defaults.update(self._loader.load_from_file(path) or {})
+            defaults.update(self._loader.load_from_file(path, trusted_as_template=True) or {})
         # Role vars (higher precedence than the inventory) for the rules that read them.
         role_vars: dict[str, Any] = {}
         for role in roles:
             path = ROLES_DIR / role / "vars" / "main.yml"
             if path.is_file():
-                role_vars.update(self._loader.load_from_file(str(path)) or {})
+                role_vars.update(
+                    self._loader.load_from_file(str(path), trusted_as_template=True) or {}
+                )
         context = {**defaults, **task_vars, **role_vars}
         templar = Templar(loader=self._loader, variables=context)
 
@@ -692,7 +698,7 @@ class ActionModule(ActionBase):
             problems += self._shared_member_name(values, task_vars, defaults)
         if "flannel_network" in roles and all(n in values for n in NETWORK_ARGS):
             try:
-                _network_config_filter()(*(values[n] for n in NETWORK_ARGS))
+                flannel_network_config(*(values[n] for n in NETWORK_ARGS))
             except AnsibleError as exc:
                 problems.append(str(exc).splitlines()[0])
 

@@ -1,10 +1,10 @@
 """Jinja filters with the flannel network arithmetic the roles' templates need.
 
-The rules come from the agent itself (`pyflannel`, imported from this repository: the
-controller deploys the agent from the same tree), so the provisioner and the agent cannot
-disagree: config validation is `pyflannel.config.config_from_dict`, MTU overheads are the
-backend classes' `overhead`, lease keys come from `pyflannel.subnet.lease`, subnet file values
-are parsed with `pyflannel.subnetenv`.
+The rules come from the agent itself (the `pyflannel` package, which the controller needs
+installed: the wheel of `make dist`, or `pip install -e` of the checkout), so the provisioner and
+the agent cannot disagree: config validation is `pyflannel.config.config_from_dict`, MTU
+overheads are `pyflannel.mtu`'s, lease keys come from `pyflannel.subnet.lease`, subnet file
+values are parsed with `pyflannel.subnetenv`.
 """
 
 from __future__ import annotations
@@ -14,24 +14,26 @@ import binascii
 import ipaddress
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
-# filter_plugins/ sits next to pyflannel/ in the repository.
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from pyflannel.config import BACKEND_TYPES, config_from_dict  # noqa: E402
-from pyflannel.errors import ConfigError  # noqa: E402
-from pyflannel.mtu import OVERHEAD, backend_mtu  # noqa: E402
-from pyflannel.subnet.lease import subnet_key  # noqa: E402
-from pyflannel.subnetenv import cidr_parser, parse_ipmasq, parse_mtu  # noqa: E402
+try:
+    from pyflannel.config import BACKEND_TYPES, config_from_dict
+    from pyflannel.errors import ConfigError
+    from pyflannel.mtu import OVERHEAD, backend_mtu
+    from pyflannel.subnet.lease import subnet_key
+    from pyflannel.subnetenv import cidr_parser, parse_ipmasq, parse_mtu
+except ImportError as exc:  # the filters say it when called (a plugin load error names no fix)
+    PYFLANNEL_MISSING: str | None = (
+        f"the pyflannel package is missing on the controller ({exc}); install the agent's wheel "
+        "into Ansible's Python (pip install pyflannel-<version>-py3-none-any.whl, built by "
+        "`make dist`), see the collection's README"
+    )
+else:
+    PYFLANNEL_MISSING = None
 
 DEFAULT_PREFIX = "/coreos.com/network"
 MIN_MTU = 68  # the IPv4 minimum
@@ -204,7 +206,7 @@ class FilterModule:
     """Ansible's entry point for this file's filters."""
 
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {
+        filters: dict[str, Callable[..., Any]] = {
             "flannel_backend_mtu": flannel_backend_mtu,
             "flannel_gateway": flannel_gateway,
             "flannel_docker_opts": flannel_docker_opts,
@@ -212,3 +214,10 @@ class FilterModule:
             "flannel_lease_key": flannel_lease_key,
             "flannel_network_config": flannel_network_config,
         }
+        if PYFLANNEL_MISSING is None:
+            return filters
+        return {name: _missing_pyflannel for name in filters}
+
+
+def _missing_pyflannel(*_args: Any, **_kwargs: Any) -> Any:
+    raise AnsibleFilterError(PYFLANNEL_MISSING)

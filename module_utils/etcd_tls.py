@@ -1,1 +1,0 @@
-../pyflannel/tlscheck.py
