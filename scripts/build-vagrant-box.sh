@@ -30,6 +30,9 @@ LABEL=pyflroot
 # initramfs-tools + udev: the kernel needs an initramfs that finds the virtio disk by label.
 BOX_PACKAGES=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,grub-pc
 BOX_PACKAGES+=,openssh-server,sudo,python3,iproute2
+# As on Debian's cloud images (a fresh host as operators get one); the Docker scenarios' plain
+# node image lacks them, so the roles' installs of these are tested there.
+BOX_PACKAGES+=,ca-certificates,procps,iputils-ping
 # Timers that would take the dpkg lock while the roles install packages, or scan disks.
 MASK_UNITS=(apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service)
 
