@@ -33,12 +33,17 @@ from pyflannel.flags import (
     convert_prefix,
 )
 from pyflannel.store import EtcdOptions, KeyValue, Store
-from pyflannel.subnet.lease import Lease, config_key, parse_key_name, subnets_prefix
+from pyflannel.subnet.lease import (
+    DEFAULT_PREFIX,
+    Lease,
+    config_key,
+    parse_key_name,
+    subnets_prefix,
+)
 from pyflannel.subnet.manager import SubnetManager
 
 PROG = "flannelctl"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
-DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_TIMEOUT = "5"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEBUG_HINT = "(run with --debug for a traceback)"

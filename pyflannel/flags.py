@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pyflannel.errors import UsageError
+from pyflannel.subnet.lease import DEFAULT_PREFIX
 
 ENV_PREFIX = "FLANNELD_"
 KUBE_SUBNET_MGR_MESSAGE = (
@@ -31,7 +32,7 @@ class DaemonOptions:
     """Everything flanneld's flags can set; defaults are flanneld's."""
 
     etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:4001", "http://127.0.0.1:2379")
-    etcd_prefix: str = "/coreos.com/network"
+    etcd_prefix: str = DEFAULT_PREFIX
     etcd_cafile: str | None = None
     etcd_certfile: str | None = None
     etcd_keyfile: str | None = None

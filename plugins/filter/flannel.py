@@ -24,18 +24,17 @@ try:
     from pyflannel.config import BACKEND_TYPES, config_from_dict
     from pyflannel.errors import ConfigError
     from pyflannel.mtu import OVERHEAD, backend_mtu
-    from pyflannel.subnet.lease import subnet_key
+    from pyflannel.subnet.lease import DEFAULT_PREFIX, subnet_key
     from pyflannel.subnetenv import cidr_parser, parse_ipmasq, parse_mtu
 except ImportError as exc:  # the filters say it when called (a plugin load error names no fix)
     PYFLANNEL_MISSING: str | None = (
-        f"the pyflannel package is missing on the controller ({exc}); install the agent's wheel "
-        "into Ansible's Python (pip install pyflannel-<version>-py3-none-any.whl, built by "
-        "`make dist`), see the collection's README"
+        f"cannot import the pyflannel package on the controller ({exc}); install the agent's "
+        "wheel of this collection's version into Ansible's Python (pip install "
+        "pyflannel-<version>-py3-none-any.whl, built by `make dist`), see the collection's README"
     )
 else:
     PYFLANNEL_MISSING = None
 
-DEFAULT_PREFIX = "/coreos.com/network"
 MIN_MTU = 68  # the IPv4 minimum
 
 # Config field (as in ConfigError messages) -> the inventory variable that sets it.
@@ -131,9 +130,9 @@ def flannel_docker_opts(subnet_env: Mapping[str, Any]) -> dict[str, Any]:
     return {"bip": str(bip), "mtu": mtu, "ip_masq": not flannel_masq}
 
 
-def flannel_lease_key(subnet: Any, prefix: str = DEFAULT_PREFIX) -> str:
+def flannel_lease_key(subnet: Any, prefix: str | None = None) -> str:
     """'10.5.1.0/24' -> '/coreos.com/network/subnets/10.5.1.0-24' (the lease's etcd key)."""
-    return subnet_key(prefix, _network(subnet, "flannel_lease_key"))
+    return subnet_key(prefix or DEFAULT_PREFIX, _network(subnet, "flannel_lease_key"))
 
 
 def _variable_for(message: str) -> str | None:

@@ -355,3 +355,22 @@ def test_filters_in_a_playbook(tmp_path: Path) -> None:
     ]
     assert bad["failed"] is True
     assert "flannel_network_subnet_len: SubnetLen: 33 is too long" in bad["msg"]
+
+
+def test_a_controller_without_pyflannel_is_told_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A broken install, for real: a pyflannel package that cannot be imported comes first.
+    broken = tmp_path / "site" / "pyflannel"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('broken pyflannel install')\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))
+    run = run_playbook(
+        tmp_path / "play",
+        [{"name": "gateway", "ansible.builtin.debug": {
+            "msg": "{{ '10.5.52.0/24' | pyflannel.overlay.flannel_gateway }}"}}],
+    )  # fmt: skip
+    assert run.returncode != 0
+    message = str(run.last["msg"])
+    assert "cannot import the pyflannel package on the controller" in message, message
+    assert "broken pyflannel install" in message and "make dist" in message
