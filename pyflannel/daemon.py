@@ -396,8 +396,13 @@ class Agent:
             log.info("%d peers added or changed at once (each at debug level, -v=1)", len(run))
         if len(run) >= TRIM_AFTER:
             release_free_memory()
+        self._applied(started)
+
+    def _applied(self, started: float) -> None:
+        elapsed = time.monotonic() - started
         self.state.set("pyflannel_peers", float(len(self.peers)))
-        self.state.set("pyflannel_apply_seconds", time.monotonic() - started)
+        self.state.set("pyflannel_apply_seconds", elapsed)
+        self.state.observe("pyflannel_apply_duration_seconds", elapsed)
 
     def _handle(
         self, item: LeaseEvent | _OwnRemoved, manager: SubnetManager, config: NetworkConfig
@@ -426,14 +431,17 @@ class Agent:
             # retries; the agent keeps serving the other peers.
             self.state.inc("pyflannel_apply_failures_total")
             log.exception("could not apply %s event for peer %s", item.kind, lease.subnet)
-        self.state.set("pyflannel_peers", float(len(self.peers)))
-        self.state.set("pyflannel_apply_seconds", time.monotonic() - started)
+        self._applied(started)
 
     def _renew(self, manager: SubnetManager, config: NetworkConfig) -> float:
         """Renew the lease; returns seconds until the next attempt."""
         assert self.lease is not None
+        started = time.monotonic()
         try:
             self._take_lease(manager.renew(self.lease))
+            self.state.observe(
+                "pyflannel_lease_renewal_duration_seconds", time.monotonic() - started
+            )
             self.state.inc("pyflannel_lease_renewals_total")
             log.info("renewed lease %s (%s s left)", self.lease.subnet, self.lease.expires_in)
             return manager.settings.renew_delay(self.lease.expires_in or manager.settings.ttl)
@@ -502,7 +510,11 @@ class Agent:
         assert self.backend is not None
         try:
             if full:
+                started = time.monotonic()
                 self.backend.reconcile(self.peers)
+                self.state.observe(
+                    "pyflannel_reconcile_duration_seconds", time.monotonic() - started
+                )
                 self.state.inc("pyflannel_reconcile_total")
             else:
                 self.state.inc("pyflannel_reconcile_skipped_total")

@@ -15,6 +15,80 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HEARTBEAT_STALE_AFTER = 30.0  # seconds without a main-loop heartbeat -> unhealthy
 
+# Upper bounds (seconds) of the duration histograms: from one netlink request (ms) to an etcd
+# call that waited for a failover (s).
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# "# HELP" text per metric; a name ending in "*" covers a family (counters of the data path).
+HELP = {
+    "pyflannel_apply_failures_total": "Peer events the kernel refused (retried by reconcile).",
+    "pyflannel_apply_seconds": "Seconds the last peer event (or burst) took to apply.",
+    "pyflannel_apply_duration_seconds": "Seconds from a peer event to its kernel state.",
+    "pyflannel_backend_repairs_total": "Kernel entries reconcile found wrong and rewrote.",
+    "pyflannel_config_changed": "1 when etcd's network config differs from the running one.",
+    "pyflannel_fast_path_active": "1 while the eBPF fast path carries the traffic.",
+    "pyflannel_fast_path_*": "Packets and misses of the eBPF fast path.",
+    "pyflannel_info": "The agent's version, backend and subnet (value 1).",
+    "pyflannel_ip_forward_enabled_total": "Times the agent turned net.ipv4.ip_forward on.",
+    "pyflannel_iptables_repairs_total": "Times the agent restored its iptables rules.",
+    "pyflannel_lease_acquire_seconds": "Seconds the subnet lease took to acquire at start.",
+    "pyflannel_lease_acquired_total": "Subnet leases acquired.",
+    "pyflannel_lease_expires_in_seconds": "Seconds until the subnet lease expires.",
+    "pyflannel_lease_reacquired_total": "Times the lease was lost and taken back.",
+    "pyflannel_lease_renewal_duration_seconds": "Seconds a lease renewal took in etcd.",
+    "pyflannel_lease_renewal_failures_total": "Lease renewals that failed (retried).",
+    "pyflannel_lease_renewals_total": "Lease renewals that succeeded.",
+    "pyflannel_mixed_backend_peers": "Peers on another backend, routed directly.",
+    "pyflannel_peer_*": "Peer lease events handled, by kind.",
+    "pyflannel_peers": "Peers the agent routes to.",
+    "pyflannel_pump_*": "Packets and drops of the userspace packet pump.",
+    "pyflannel_ready": "1 once subnet.env is written and the data path is in place.",
+    "pyflannel_reconcile_duration_seconds": "Seconds a full reconcile pass took.",
+    "pyflannel_reconcile_failures_total": "Reconcile passes that failed (retried).",
+    "pyflannel_reconcile_skipped_total": "Reconcile intervals with nothing to compare.",
+    "pyflannel_reconcile_total": "Full reconcile passes (kernel compared with the peers).",
+    "pyflannel_unreachable_peers": "Peers whose gateway is not on the shared segment.",
+}
+
+
+def help_text(name: str) -> str:
+    if name in HELP:
+        return HELP[name]
+    family = max(
+        (key for key in HELP if key.endswith("*") and name.startswith(key[:-1])),
+        key=len,
+        default="",
+    )
+    return HELP.get(family, name.replace("_", " "))
+
+
+@dataclass
+class Histogram:
+    """Cumulative buckets of DURATION_BUCKETS, their sum and count (Prometheus histogram)."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        for index, bound in enumerate(DURATION_BUCKETS):
+            if value <= bound:
+                self.buckets[index] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        rows = [
+            f'{name}_bucket{{le="{bound:g}"}} {n}'
+            for bound, n in zip(DURATION_BUCKETS, self.buckets, strict=True)
+        ]
+        return [
+            *rows,
+            f'{name}_bucket{{le="+Inf"}} {self.count}',
+            f"{name}_sum {self.total:g}",
+            f"{name}_count {self.count}",
+        ]
+
 
 @dataclass
 class AgentState:
@@ -24,6 +98,7 @@ class AgentState:
     heartbeat: float = field(default_factory=time.monotonic)
     counters: dict[str, float] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -38,6 +113,10 @@ class AgentState:
         with self.lock:
             self.gauges[name] = value
 
+    def observe(self, name: str, seconds: float) -> None:
+        with self.lock:
+            self.histograms.setdefault(name, Histogram()).observe(seconds)
+
     def set_total(self, name: str, value: float) -> None:
         """A counter kept elsewhere (e.g. the packet pump's): record its current total."""
         with self.lock:
@@ -50,19 +129,25 @@ class AgentState:
         with self.lock:
             counters = dict(self.counters)
             gauges = dict(self.gauges)
+            histograms = {name: h.lines(name) for name, h in self.histograms.items()}
             info = dict(self.info)
         if extra is not None:
             gauges.update(extra())
         gauges["pyflannel_ready"] = 1.0 if self.ready else 0.0
         lines: list[str] = []
-        for name in sorted(counters):
-            lines += [f"# TYPE {name} counter", f"{name} {counters[name]:g}"]
-        for name in sorted(gauges):
-            lines += [f"# TYPE {name} gauge", f"{name} {gauges[name]:g}"]
+        for kind, values in (("counter", counters), ("gauge", gauges)):
+            for name in sorted(values):
+                lines += [*_header(name, kind), f"{name} {values[name]:g}"]
+        for name in sorted(histograms):
+            lines += _header(name, "histogram") + histograms[name]
         if info:
             labels = ",".join(f'{key}="{_escape(value)}"' for key, value in sorted(info.items()))
-            lines += ["# TYPE pyflannel_info gauge", f"pyflannel_info{{{labels}}} 1"]
+            lines += [*_header("pyflannel_info", "gauge"), f"pyflannel_info{{{labels}}} 1"]
         return "\n".join(lines) + "\n"
+
+
+def _header(name: str, kind: str) -> list[str]:
+    return [f"# HELP {name} {help_text(name)}", f"# TYPE {name} {kind}"]
 
 
 def _escape(value: str) -> str:

@@ -40,3 +40,47 @@ def test_heartbeat_goes_stale() -> None:
     assert not state.healthy()
     state.beat()
     assert state.healthy()
+
+
+def test_every_metric_has_help_and_type() -> None:
+    state = AgentState()
+    state.inc("pyflannel_lease_renewals_total")
+    state.set_total("pyflannel_fast_path_rx_total", 3)
+    state.set("pyflannel_peers", 2)
+    lines = state.metrics_text().splitlines()
+    for name in (
+        "pyflannel_lease_renewals_total",
+        "pyflannel_fast_path_rx_total",
+        "pyflannel_peers",
+    ):
+        index = lines.index(f"# TYPE {name} {'gauge' if name == 'pyflannel_peers' else 'counter'}")
+        assert lines[index - 1].startswith(f"# HELP {name} "), lines[index - 1]
+    assert "# HELP pyflannel_fast_path_rx_total Packets and misses of the eBPF fast path." in lines
+
+
+def test_metric_names_in_the_code_all_have_help() -> None:
+    """Every metric name the agent sets (literal or an f-string family) has a HELP entry."""
+    import re
+    from pathlib import Path
+
+    source = "\n".join(p.read_text() for p in Path(health.__file__).parent.rglob("*.py"))
+    names = set(re.findall(r'"(pyflannel_[a-z_]+)"', source))
+    families = {f"{m}*" for m in re.findall(r'f"(pyflannel_[a-z_]+_)\{', source)}
+    names -= {n for n in names if n.endswith("_")} | {"pyflannel_test"}
+    missing = sorted(n for n in names | families if n not in health.HELP)
+    assert missing == [], f"metrics without # HELP text in health.HELP: {missing}"
+
+
+def test_durations_are_histograms() -> None:
+    state = AgentState()
+    for seconds in (0.002, 0.02, 3.0):
+        state.observe("pyflannel_apply_duration_seconds", seconds)
+    lines = state.metrics_text().splitlines()
+    assert "# TYPE pyflannel_apply_duration_seconds histogram" in lines
+    assert 'pyflannel_apply_duration_seconds_bucket{le="0.001"} 0' in lines
+    assert 'pyflannel_apply_duration_seconds_bucket{le="0.005"} 1' in lines
+    assert 'pyflannel_apply_duration_seconds_bucket{le="0.025"} 2' in lines
+    assert 'pyflannel_apply_duration_seconds_bucket{le="5"} 3' in lines
+    assert 'pyflannel_apply_duration_seconds_bucket{le="+Inf"} 3' in lines
+    assert "pyflannel_apply_duration_seconds_count 3" in lines
+    assert "pyflannel_apply_duration_seconds_sum 3.022" in lines
