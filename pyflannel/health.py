@@ -27,7 +27,7 @@ HELP = {
     "pyflannel_backend_repairs_total": "Kernel entries reconcile found wrong and rewrote.",
     "pyflannel_config_changed": "1 when etcd's network config differs from the running one.",
     "pyflannel_fast_path_active": "1 while the eBPF fast path carries the traffic.",
-    "pyflannel_fast_path_*": "Packets and misses of the eBPF fast path.",
+    "pyflannel_fast_path_*": "Packets and bytes the eBPF fast path carried.",
     "pyflannel_info": "The agent's version, backend and subnet (value 1).",
     "pyflannel_ip_forward_enabled_total": "Times the agent turned net.ipv4.ip_forward on.",
     "pyflannel_iptables_repairs_total": "Times the agent restored its iptables rules.",
