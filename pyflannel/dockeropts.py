@@ -79,6 +79,47 @@ def parse_switches(argv: Sequence[str]) -> Switches:
     )
 
 
+def docker_ip_masq(flannel_ipmasq: bool) -> bool:
+    """dockerd's --ip-masq for a lease: flannel masquerades itself when FLANNEL_IPMASQ=true, so
+    Docker must not do it again (and must when flannel does not)."""
+    return not flannel_ipmasq
+
+
+@dataclass(frozen=True)
+class DockerdSettings:
+    """dockerd's --bip, --mtu and --ip-masq for a lease."""
+
+    bip: str
+    mtu: int
+    ip_masq: bool
+
+
+SUBNET_ENV_KEYS = ("FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ")
+
+
+def dockerd_settings(
+    values: Mapping[str, str], keys: tuple[str, str, str] = SUBNET_ENV_KEYS
+) -> DockerdSettings:
+    """From a lease's gateway, MTU and ip-masq flag as text (by default subnet.env's keys);
+    raises ValueError naming the key that is missing or bad."""
+    subnet_key, mtu_key, ipmasq_key = keys
+    bip = _parsed(values, subnet_key, cidr_parser(ipaddress.IPv4Interface))
+    return DockerdSettings(
+        bip=str(bip),
+        mtu=_parsed(values, mtu_key, parse_mtu),
+        ip_masq=docker_ip_masq(_parsed(values, ipmasq_key, parse_ipmasq)),
+    )
+
+
+def _parsed(values: Mapping[str, str], key: str, parse: Callable[[str], T]) -> T:
+    if key not in values:
+        raise ValueError(f"{key} is missing")
+    try:
+        return parse(values[key])
+    except ValueError as exc:
+        raise ValueError(f"{key}={values[key]!r} is invalid: {exc}") from None
+
+
 def docker_options(flannel: Mapping[str, str], ipmasq: bool = True) -> dict[str, str]:
     """DOCKER_OPT_* name -> value for the keys present in the flannel env.
 
@@ -87,26 +128,17 @@ def docker_options(flannel: Mapping[str, str], ipmasq: bool = True) -> dict[str,
     """
     options: dict[str, str] = {}
     if subnet := flannel.get("FLANNEL_SUBNET"):
-        _check(flannel, "FLANNEL_SUBNET", cidr_parser(ipaddress.IPv4Interface))
+        _parsed(flannel, "FLANNEL_SUBNET", cidr_parser(ipaddress.IPv4Interface))
         options["DOCKER_OPT_BIP"] = f"--bip={subnet}"
     if mtu := flannel.get("FLANNEL_MTU"):
-        _check(flannel, "FLANNEL_MTU", parse_mtu)
+        _parsed(flannel, "FLANNEL_MTU", parse_mtu)
         options["DOCKER_OPT_MTU"] = f"--mtu={mtu}"
     # FLANNEL_IPV6_SUBNET gives no option: flannel's script (v0.20.2) has none for it.
     if flannel.get("FLANNEL_IPMASQ"):
-        # flannel masquerades itself when FLANNEL_IPMASQ=true: Docker must not do it again.
-        flannel_masq = _check(flannel, "FLANNEL_IPMASQ", parse_ipmasq)
+        docker_masq = docker_ip_masq(_parsed(flannel, "FLANNEL_IPMASQ", parse_ipmasq))
         if ipmasq:
-            options["DOCKER_OPT_IPMASQ"] = f"--ip-masq={'false' if flannel_masq else 'true'}"
+            options["DOCKER_OPT_IPMASQ"] = f"--ip-masq={'true' if docker_masq else 'false'}"
     return options
-
-
-def _check(flannel: Mapping[str, str], key: str, parse: Callable[[str], T]) -> T:
-    value = flannel[key]
-    try:
-        return parse(value)
-    except ValueError as exc:
-        raise ValueError(f"{key}={value!r} in the flannel env is invalid: {exc}") from None
 
 
 def render(options: Mapping[str, str], switches: Switches) -> str:

@@ -22,10 +22,11 @@ from ansible.utils.display import Display
 
 try:
     from pyflannel.config import BACKEND_TYPES, config_from_dict
+    from pyflannel.dockeropts import dockerd_settings
     from pyflannel.errors import ConfigError
     from pyflannel.mtu import OVERHEAD, backend_mtu
     from pyflannel.subnet.lease import DEFAULT_PREFIX, subnet_key
-    from pyflannel.subnetenv import cidr_parser, parse_ipmasq, parse_mtu
+    from pyflannel.subnetenv import cidr_parser
 except ImportError as exc:  # the filters say it when called (a plugin load error names no fix)
     PYFLANNEL_MISSING: str | None = (
         f"cannot import the pyflannel package on the controller ({exc}); install the agent's "
@@ -103,31 +104,37 @@ def flannel_gateway(subnet: Any) -> str:
 
 
 def flannel_docker_opts(subnet_env: Mapping[str, Any]) -> dict[str, Any]:
-    """{bip, mtu, ip_masq} for dockerd from a subnet.env dict; ip_masq = not FLANNEL_IPMASQ."""
-    if not isinstance(subnet_env, Mapping):
+    """{bip, mtu, ip_masq} for dockerd from a subnet.env dict (FLANNEL_SUBNET, FLANNEL_MTU,
+    FLANNEL_IPMASQ), by the agent's own rule (pyflannel.dockeropts.dockerd_settings)."""
+    return _dockerd(
+        subnet_env, "flannel_docker_opts", ("FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ")
+    )
+
+
+def flannel_lease_docker_opts(lease: Mapping[str, Any]) -> dict[str, Any]:
+    """{bip, mtu, ip_masq} for dockerd from the flannel role's flannel_lease_facts (gateway,
+    mtu, ipmasq), by the same rule."""
+    return _dockerd(lease, "flannel_lease_docker_opts", ("gateway", "mtu", "ipmasq"))
+
+
+def _dockerd(values: Mapping[str, Any], name: str, keys: tuple[str, str, str]) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
         raise AnsibleFilterError(
-            f"flannel_docker_opts: expects a dict of subnet.env values, got "
-            f"{type(subnet_env).__name__}"
+            f"{name}: expects a dict with {', '.join(keys)}, got {type(values).__name__}"
         )
-
-    def field(key: str, parse: Callable[[str], Any]) -> Any:
-        if key not in subnet_env:
-            raise AnsibleFilterError(f"flannel_docker_opts: {key} is missing from the subnet env")
-        value = subnet_env[key]
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value).strip()
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise AnsibleFilterError(
-                f"flannel_docker_opts: {key}={value!r} is invalid: {exc}"
-            ) from None
-
-    bip = field("FLANNEL_SUBNET", cidr_parser(ipaddress.IPv4Interface))
-    mtu = field("FLANNEL_MTU", parse_mtu)
     # Facts may carry the flag as a bool or as "True"/"False" text; the file says true/false.
-    flannel_masq = field("FLANNEL_IPMASQ", lambda text: parse_ipmasq(text.lower()))
-    # flannel masquerades itself when FLANNEL_IPMASQ=true: Docker must not do it again.
-    return {"bip": str(bip), "mtu": mtu, "ip_masq": not flannel_masq}
+    texts = {
+        key: ("true" if value else "false") if isinstance(value, bool) else str(value).strip()
+        for key, value in values.items()
+        if key in keys
+    }
+    if keys[2] in texts:
+        texts[keys[2]] = texts[keys[2]].lower()
+    try:
+        settings = dockerd_settings(texts, keys)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"{name}: {exc}") from None
+    return {"bip": settings.bip, "mtu": settings.mtu, "ip_masq": settings.ip_masq}
 
 
 def flannel_lease_key(subnet: Any, prefix: str | None = None) -> str:
@@ -209,6 +216,7 @@ class FilterModule:
             "flannel_backend_mtu": flannel_backend_mtu,
             "flannel_gateway": flannel_gateway,
             "flannel_docker_opts": flannel_docker_opts,
+            "flannel_lease_docker_opts": flannel_lease_docker_opts,
             "docker_daemon_settings": docker_daemon_settings,
             "flannel_lease_key": flannel_lease_key,
             "flannel_network_config": flannel_network_config,

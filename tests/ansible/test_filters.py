@@ -155,6 +155,18 @@ def test_docker_opts_bad_env(env: dict[str, Any], message: str) -> None:
     assert message in str(caught.value)
 
 
+def test_docker_opts_from_the_lease_facts() -> None:
+    lease = {"subnet": "10.5.52.0/24", "gateway": "10.5.52.1/24", "mtu": 1450, "ipmasq": True}
+    assert flannel.flannel_lease_docker_opts(lease) == {
+        "bip": "10.5.52.1/24", "mtu": 1450, "ip_masq": False,
+    }  # fmt: skip
+    assert flannel.flannel_lease_docker_opts({**lease, "ipmasq": "False"})["ip_masq"] is True
+    with pytest.raises(AnsibleFilterError, match="flannel_lease_docker_opts: mtu='big' is invalid"):
+        flannel.flannel_lease_docker_opts({**lease, "mtu": "big"})
+    with pytest.raises(AnsibleFilterError, match="gateway is missing"):
+        flannel.flannel_lease_docker_opts({"mtu": 1450, "ipmasq": False})
+
+
 # -- flannel_network_config ---------------------------------------------------------------
 
 
@@ -282,6 +294,7 @@ def test_filter_module_lists_every_filter() -> None:
         "flannel_backend_mtu",
         "flannel_gateway",
         "flannel_docker_opts",
+        "flannel_lease_docker_opts",
         "flannel_lease_key",
         "flannel_network_config",
         "docker_daemon_settings",
