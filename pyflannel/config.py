@@ -59,9 +59,6 @@ class BackendConfig:
     type: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
-    def get(self, name: str) -> Any:
-        return self.options[name]
-
 
 @dataclass(frozen=True)
 class NetworkConfig:

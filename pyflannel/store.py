@@ -397,9 +397,6 @@ class Store:
 
     # -- cluster --------------------------------------------------------------------------
 
-    def member_names(self) -> list[str]:
-        return self._call("member list", lambda c: [m.name for m in c.members])
-
     def compact(self, revision: int) -> None:
         self._call("compact", lambda c: c.compact(revision, physical=True))
 

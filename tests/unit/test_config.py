@@ -294,7 +294,7 @@ def test_unknown_top_level_keys_are_warnings_not_errors() -> None:
 
 def test_unknown_backend_option_is_a_warning() -> None:
     config = cfg(Backend={"Type": "vxlan", "Vni": 4, "VNI": 2})
-    assert config.backend.get("VNI") == 2
+    assert config.backend.options["VNI"] == 2
     assert len(config.warnings) == 1
     assert "Backend.Vni" in config.warnings[0]
     assert "vxlan" in config.warnings[0]
@@ -348,9 +348,9 @@ def test_vxlan_options_are_kept() -> None:
     backend = cfg(
         Backend={"Type": "vxlan", "VNI": 42, "Port": 4789, "DirectRouting": True, "MTU": 9000}
     ).backend
-    assert (backend.get("VNI"), backend.get("Port")) == (42, 4789)
-    assert backend.get("DirectRouting") is True
-    assert backend.get("MTU") == 9000
+    assert (backend.options["VNI"], backend.options["Port"]) == (42, 4789)
+    assert backend.options["DirectRouting"] is True
+    assert backend.options["MTU"] == 9000
 
 
 def test_ipip_and_host_gw_defaults() -> None:
@@ -359,7 +359,7 @@ def test_ipip_and_host_gw_defaults() -> None:
 
 
 def test_udp_port_is_kept() -> None:
-    assert cfg(Backend={"Type": "udp", "Port": 8999}).backend.get("Port") == 8999
+    assert cfg(Backend={"Type": "udp", "Port": 8999}).backend.options["Port"] == 8999
 
 
 @pytest.mark.parametrize(
@@ -401,9 +401,9 @@ def test_backend_option_out_of_range_is_an_error(backend: dict[str, Any], field:
 
 
 def test_backend_option_range_edges_are_accepted() -> None:
-    assert cfg(Backend={"Type": "vxlan", "VNI": (1 << 24) - 1}).backend.get("VNI") == 16777215
-    assert cfg(Backend={"Type": "udp", "Port": 65535}).backend.get("Port") == 65535
-    assert cfg(Backend={"Type": "vxlan", "MTU": 118}).backend.get("MTU") == 118
+    assert cfg(Backend={"Type": "vxlan", "VNI": (1 << 24) - 1}).backend.options["VNI"] == 16777215
+    assert cfg(Backend={"Type": "udp", "Port": 65535}).backend.options["Port"] == 65535
+    assert cfg(Backend={"Type": "vxlan", "MTU": 118}).backend.options["MTU"] == 118
 
 
 def test_config_is_immutable() -> None:

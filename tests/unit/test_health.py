@@ -55,7 +55,8 @@ def test_every_metric_has_help_and_type() -> None:
     ):
         index = lines.index(f"# TYPE {name} {'gauge' if name == 'pyflannel_peers' else 'counter'}")
         assert lines[index - 1].startswith(f"# HELP {name} "), lines[index - 1]
-    assert "# HELP pyflannel_fast_path_rx_total Packets and bytes the eBPF fast path carried." in lines
+    family_help = "Packets and bytes the eBPF fast path carried."
+    assert f"# HELP pyflannel_fast_path_rx_total {family_help}" in lines
 
 
 def test_metric_names_in_the_code_all_have_help() -> None:
