@@ -216,8 +216,10 @@ class Agent:
         self.traffic.apply()
         self._write_subnet_env(config, lease)
 
+        assert self.store is not None
         self.watcher = LeaseWatcher(
             manager,
+            self.store,
             emit=self.events.put,
             own_subnet=lambda: self.lease.subnet if self.lease else None,
             on_own_removed=lambda: self.events.put(_OwnRemoved()),

@@ -38,6 +38,7 @@ from pyetcd import utils as etcd_utils
 
 from pyflannel import tlscheck
 from pyflannel.errors import CompactedError, StoreError, StoreUnavailableError, UsageError
+from pyflannel.kvstore import KeyValue  # the store's records; the interface is kvstore's
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,6 @@ class EtcdOptions:
     @property
     def tls_files(self) -> tlscheck.TlsFiles:
         return tlscheck.TlsFiles(self.cafile, self.certfile, self.keyfile)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-    version: int
-    lease: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,7 @@ from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_gateway imp
 try:
     from pyflannel.config import NetworkConfig
     from pyflannel.errors import FlannelError
+    from pyflannel.kvstore import DryRunStore
     from pyflannel.store import EtcdOptions, Store
     from pyflannel.subnet.lease import Lease, subnet_key, subnets_prefix
     from pyflannel.subnet.manager import SubnetManager
@@ -187,7 +188,6 @@ try:
     from pyflannel.tlscheck import MODULE_OPTIONS
 except ImportError as exc:
     PYFLANNEL_IMPORT_ERROR: str | None = str(exc)
-    Store = object  # type: ignore[misc,assignment]  # keeps the class below importable
 else:
     PYFLANNEL_IMPORT_ERROR = None
 
@@ -206,36 +206,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
 
 class ModuleError(Exception):
     """A one-line failure for fail_json."""
-
-
-class DryRunStore(Store):
-    """Reads from etcd; writes only answer what they would do (check mode).
-
-    The leasing code runs unchanged on top of it, so check mode takes the same decisions.
-    """
-
-    def put(self, key: str, value: str | bytes, lease: int = 0) -> int:
-        return 0
-
-    def create(self, key: str, value: str | bytes, lease: int = 0) -> bool:
-        return self.get(key) is None
-
-    def replace(self, key: str, value: str | bytes, mod_revision: int, lease: int = 0) -> bool:
-        current = self.get(key)
-        return (current.mod_revision if current else 0) == mod_revision
-
-    def delete(self, key: str, mod_revision: int | None = None) -> bool:
-        current = self.get(key)
-        return current is not None and mod_revision in (None, current.mod_revision)
-
-    def grant(self, ttl: int) -> int:
-        return 0
-
-    def keepalive_once(self, lease_id: int) -> int:
-        return max(0, self.time_to_live(lease_id))
-
-    def revoke(self, lease_id: int) -> None:
-        return None
 
 
 class WarningCollector(logging.Handler):
@@ -422,10 +392,12 @@ ACTIONS = {"inspect": inspect, "reserved": reserve, "released": release}
 
 def run(module: AnsibleModule) -> dict[str, Any]:
     params = module.params
-    store_class = DryRunStore if module.check_mode else Store
-    store = store_class(store_options(params))
+    store = Store(store_options(params))
     try:
-        manager = SubnetManager(store, params["prefix"])
+        # Check mode: the same leasing decisions on reads, writes only answer what they would do.
+        manager = SubnetManager(
+            DryRunStore(store) if module.check_mode else store, params["prefix"]
+        )
         return ACTIONS[params["state"]](manager, params)
     finally:
         store.close()

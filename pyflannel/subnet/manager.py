@@ -24,7 +24,7 @@ from pyflannel.errors import (
     OutOfSubnetsError,
     StoreUnavailableError,
 )
-from pyflannel.store import KeyValue, Store
+from pyflannel.kvstore import KeyValue, KeyValueStore
 from pyflannel.subnet.lease import (
     Lease,
     LeaseAttrs,
@@ -61,7 +61,7 @@ class LeaseSettings:
 class SubnetManager:
     def __init__(
         self,
-        store: Store,
+        store: KeyValueStore,
         prefix: str,
         settings: LeaseSettings | None = None,
         rng: random.Random | None = None,

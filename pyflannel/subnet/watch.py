@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyflannel.errors import CompactedError, StoreError, StoreUnavailableError
-from pyflannel.store import Watch, WatchEvent
+from pyflannel.store import Store, Watch, WatchEvent
 from pyflannel.subnet.lease import Lease, parse_key_name, subnets_prefix
 from pyflannel.subnet.manager import SubnetManager
 
@@ -44,6 +44,7 @@ class LeaseWatcher:
     def __init__(
         self,
         manager: SubnetManager,
+        store: Store,
         *,
         emit: Callable[[LeaseEvent], None],
         own_subnet: Callable[[], ipaddress.IPv4Network | None] = lambda: None,
@@ -52,6 +53,8 @@ class LeaseWatcher:
         max_backoff: float = 5.0,
     ) -> None:
         self.manager = manager
+        # The leases' store, for its watch: the leasing rules need none (kvstore.KeyValueStore).
+        self.store = store
         self._emit = emit
         self._own_subnet = own_subnet
         self._on_own_removed = on_own_removed
@@ -97,7 +100,7 @@ class LeaseWatcher:
                 backoff = min(self._max_backoff, backoff * 2)
 
     def _follow(self, revision: int) -> int:
-        watch = self.manager.store.watch_prefix(subnets_prefix(self.manager.prefix), revision + 1)
+        watch = self.store.watch_prefix(subnets_prefix(self.manager.prefix), revision + 1)
         with self._lock:
             if self._stop.is_set():
                 watch.cancel()
@@ -113,7 +116,7 @@ class LeaseWatcher:
                     revision = max(revision, batch.revision)
                 self.stats.revision = revision
         except StoreUnavailableError:
-            self.manager.store.mark_failed(watch)
+            self.store.mark_failed(watch)
             raise
         finally:
             with self._lock:

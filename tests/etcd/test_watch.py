@@ -67,6 +67,7 @@ class RunningWatcher:
         self.own_removed = threading.Event()
         self.watcher = LeaseWatcher(
             SubnetManager(store, PREFIX),
+            store,
             emit=lambda event: self.events.put((time.perf_counter(), event)),
             own_subnet=lambda: OWN,
             on_own_removed=self.own_removed.set,
