@@ -1,8 +1,7 @@
 # Tiers: unit (seconds, no privileges) -> etcd (real etcd on loopback) -> netns (root, network
 # namespaces: the agent against real kernel state) -> interop (the same, mixed with the real
-# flanneld) -> molecule (systemd Docker nodes running site.yml) -> vagrant (3 Debian VMs with their
-# own kernel: site.yml with kernel ipip, a reboot). `make test` runs them all but vagrant (not
-# passing yet), fastest first.
+# flanneld) -> molecule (systemd Docker nodes running site.yml) -> vagrant (2 Debian VMs with their
+# own kernel: site.yml with kernel ipip, a reboot). `make test` runs them all, fastest first.
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 BACKEND ?= vxlan
