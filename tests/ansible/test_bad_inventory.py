@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ansible.test_etcd_key import REPO, ansible_env, runner_report
+from pyflannel_lab.runner_events import runner_report
+from tests.ansible.test_etcd_key import REPO, ansible_env
 
 NODE_IMAGE = os.environ.get("PYFLANNEL_PLAIN_NODE_IMAGE", "pyflannel-node:bookworm-plain")
 CHECK_PLAY = "Inventory check"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pyflannel_lab.runner_events import task_results
 from tests.etcd_harness import EtcdServer, TlsEtcd, etcdctl, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,54 +71,6 @@ def _runner_env(workdir: Path, callback: str | None) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith("ANSIBLE_")}
 
 
-_TASK_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
-
-
-def _task_results(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each task's result on localhost, from ansible-runner's events, in order."""
-    return [
-        _result(event["event"], event["event_data"])
-        for event in events
-        if event.get("event") in _TASK_EVENTS
-    ]
-
-
-def runner_report(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """ansible-runner's events as a json-callback-like report: plays, their tasks, each host's
-    result ("role : task" names as Ansible prints them), and per-host stats."""
-    report: dict[str, Any] = {"plays": [], "stats": {}}
-    tasks: dict[str, dict[str, Any]] = {}
-    for event in events:
-        kind, data = event.get("event", ""), event.get("event_data", {})
-        if kind == "playbook_on_play_start":
-            report["plays"].append({"play": {"name": data.get("play", "")}, "tasks": []})
-        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
-            name = data.get("task", "")
-            if data.get("role"):
-                name = f"{data['role']} : {name}"
-            tasks[data["task_uuid"]] = {"task": {"name": name}, "hosts": {}}
-            report["plays"][-1]["tasks"].append(tasks[data["task_uuid"]])
-        elif kind in _TASK_EVENTS and data.get("task_uuid") in tasks:
-            tasks[data["task_uuid"]]["hosts"][data["host"]] = _result(kind, data)
-        elif kind == "playbook_on_stats":
-            report["stats"] = {
-                host: {what: data.get(what, {}).get(host, 0) for what in ("changed", "failures")}
-                for host in data.get("processed", {})
-            }
-    return report
-
-
-def _result(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    res = dict(data.get("res") or {})
-    if kind == "runner_on_failed":
-        res.setdefault("failed", True)
-    elif kind == "runner_on_skipped":
-        res.setdefault("skipped", True)
-    elif kind == "runner_on_unreachable":
-        res.setdefault("unreachable", True)
-    return res
-
-
 def run_playbook(
     workdir: Path,
     tasks: list[dict[str, Any]],
@@ -160,7 +113,7 @@ def run_playbook(
     )
     stdout = result.stdout.read()
     stderr = result.stderr.read() if result.stderr else ""
-    return PlayRun(result.rc, stdout, stderr, _task_results(list(result.events)))
+    return PlayRun(result.rc, stdout, stderr, task_results(list(result.events)))
 
 
 def run_adhoc(

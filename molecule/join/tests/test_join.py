@@ -9,12 +9,13 @@ member.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from pyflannel_lab.runner_events import runner_report
 
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -24,26 +25,25 @@ MEMBER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-1"
 
 
 def site(*inventories: Path, limit: str = "") -> tuple[int, dict[str, Any], float]:
-    """ansible-playbook site.yml over molecule's inventory (and its group_vars) plus edits."""
+    """site.yml over molecule's inventory (and its group_vars) plus edits, through ansible-runner
+    (the report is read from its events)."""
+    import ansible_runner
+
     # The inventory file, not its directory (which holds the CA too); group_vars come along.
-    command = ["ansible-playbook", "-i", str(INVENTORY)]
-    for extra in inventories:
-        command += ["-i", str(extra)]
-    command += [str(REPO / "site.yml")] + (["--limit", limit] if limit else [])
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOLOR": "1"}
+    command = [f"-i {extra}" for extra in inventories] + ([f"--limit {limit}"] if limit else [])
     start = time.monotonic()
-    proc = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=900, check=False
-    )
-    seconds = time.monotonic() - start
-    try:
-        # The json report first; molecule's config adds the timer callback's line after it.
-        report, _ = json.JSONDecoder().raw_decode(proc.stdout.lstrip())
-    except json.JSONDecodeError:
-        raise AssertionError(
-            f"no JSON from ansible-playbook:\n{proc.stdout}\n{proc.stderr}"
-        ) from None
-    return proc.returncode, report, seconds
+    with tempfile.TemporaryDirectory(prefix="pyflannel-join-") as private:
+        result = ansible_runner.run(
+            private_data_dir=private,
+            project_dir=str(REPO),
+            playbook=str(REPO / "site.yml"),
+            inventory=str(INVENTORY),
+            cmdline=" ".join(command) or None,
+            quiet=True,
+            timeout=900,
+        )
+        report = runner_report(list(result.events))
+    return result.rc, report, time.monotonic() - start
 
 
 def failures(report: dict[str, Any]) -> list[str]:

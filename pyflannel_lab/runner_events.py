@@ -1,0 +1,56 @@
+"""ansible-runner's events, read: each task's result, and a json-callback-like report.
+
+The tests drive ansible-playbook through ansible-runner (tests/ansible, the molecule scenarios'
+verify tests); these turn its event stream into what they assert on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TASK_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
+
+
+def task_results(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each task's result on localhost, from ansible-runner's events, in order."""
+    return [
+        _result(event["event"], event["event_data"])
+        for event in events
+        if event.get("event") in _TASK_EVENTS
+    ]
+
+
+def runner_report(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """ansible-runner's events as a json-callback-like report: plays, their tasks, each host's
+    result ("role : task" names as Ansible prints them), and per-host stats."""
+    report: dict[str, Any] = {"plays": [], "stats": {}}
+    tasks: dict[str, dict[str, Any]] = {}
+    for event in events:
+        kind, data = event.get("event", ""), event.get("event_data", {})
+        if kind == "playbook_on_play_start":
+            report["plays"].append({"play": {"name": data.get("play", "")}, "tasks": []})
+        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            name = data.get("task", "")
+            if data.get("role"):
+                name = f"{data['role']} : {name}"
+            tasks[data["task_uuid"]] = {"task": {"name": name}, "hosts": {}}
+            report["plays"][-1]["tasks"].append(tasks[data["task_uuid"]])
+        elif kind in _TASK_EVENTS and data.get("task_uuid") in tasks:
+            tasks[data["task_uuid"]]["hosts"][data["host"]] = _result(kind, data)
+        elif kind == "playbook_on_stats":
+            report["stats"] = {
+                host: {what: data.get(what, {}).get(host, 0) for what in ("changed", "failures")}
+                for host in data.get("processed", {})
+            }
+    return report
+
+
+def _result(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    res = dict(data.get("res") or {})
+    if kind == "runner_on_failed":
+        res.setdefault("failed", True)
+    elif kind == "runner_on_skipped":
+        res.setdefault("skipped", True)
+    elif kind == "runner_on_unreachable":
+        res.setdefault("unreachable", True)
+    return res
