@@ -1,0 +1,153 @@
+"""flannelctl's etcd connection options: flanneld's flags, FLANNELD_* variables and defaults."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyflannel.errors import UsageError
+from pyflannel.flags import (
+    ENV_PREFIX,
+    convert_endpoints,
+    convert_optional_text,
+    convert_positive_seconds,
+    convert_prefix,
+)
+from pyflannel.store import EtcdOptions
+from pyflannel.subnet.lease import DEFAULT_PREFIX
+
+DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
+DEFAULT_TIMEOUT = "5"
+
+
+@dataclass(frozen=True)
+class _Common:
+    """A connection option: its flag, FLANNELD_* variable, default and converter."""
+
+    flag: str
+    dest: str
+    convert: Callable[[str], Any]
+    help: str
+    metavar: str
+    default: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
+
+
+_COMMON: tuple[_Common, ...] = (
+    _Common(
+        "--etcd-endpoints",
+        "etcd_endpoints",
+        convert_endpoints,
+        "etcd URLs, comma-separated",
+        "URLS",
+        DEFAULT_ENDPOINTS,
+    ),
+    _Common(
+        "--etcd-prefix",
+        "etcd_prefix",
+        convert_prefix,
+        "etcd key prefix of the network",
+        "PATH",
+        DEFAULT_PREFIX,
+    ),
+    _Common(
+        "--etcd-cafile", "etcd_cafile", convert_optional_text, "CA bundle for etcd TLS", "FILE"
+    ),
+    _Common(
+        "--etcd-certfile", "etcd_certfile", convert_optional_text, "client certificate", "FILE"
+    ),
+    _Common(
+        "--etcd-keyfile", "etcd_keyfile", convert_optional_text, "client certificate key", "FILE"
+    ),
+    _Common("--etcd-username", "etcd_username", convert_optional_text, "etcd user name", "NAME"),
+    _Common(
+        "--etcd-password",
+        "etcd_password",
+        convert_optional_text,
+        "etcd password (prefer the environment variable: argv is visible to all users)",
+        "PASSWORD",
+    ),
+    _Common(
+        "--etcd-timeout",
+        "etcd_timeout",
+        convert_positive_seconds,
+        "seconds to wait for etcd before giving up",
+        "SECONDS",
+        DEFAULT_TIMEOUT,
+        aliases=("--timeout",),
+    ),
+)
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Connection and output options; accepted before and after the subcommand.
+
+    Leaf parsers default to SUPPRESS so that an option given before the subcommand is not
+    overwritten by the leaf's default when argparse merges the namespaces.
+    """
+    default = None if top else argparse.SUPPRESS
+    group = parser.add_argument_group(
+        "etcd connection", "each option can also be set as FLANNELD_<NAME>, as for flanneld"
+    )
+    for spec in _COMMON:
+        shown = f"default {spec.default}; " if spec.default else ""
+        suffix = f" ({shown}env {spec.env_name})"
+        group.add_argument(
+            spec.flag,
+            *spec.aliases,
+            dest=spec.dest,
+            metavar=spec.metavar,
+            default=default,
+            help=spec.help + suffix,
+        )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default=default,
+        help="text for people (default), json for scripts",
+    )
+    output.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="log debug messages and print a traceback on unexpected errors",
+    )
+
+
+def _resolve(spec: _Common, given: str | None, environ: Mapping[str, str]) -> Any:
+    """Flag over FLANNELD_* variable over default; converted with flanneld's rules."""
+    if given is not None:
+        source, raw = spec.flag, given
+    elif environ.get(spec.env_name):  # empty variables count as unset, as in flanneld
+        source, raw = spec.env_name, environ[spec.env_name]
+    else:
+        if spec.default is None:
+            return None
+        source, raw = spec.flag, spec.default
+    try:
+        return spec.convert(raw)
+    except ValueError as exc:
+        raise UsageError(f"invalid {source} value {raw!r}: {exc}") from None
+
+
+def connection(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[EtcdOptions, str]:
+    """EtcdOptions and the key prefix from parsed arguments and the environment."""
+    values = {spec.dest: _resolve(spec, getattr(args, spec.dest), environ) for spec in _COMMON}
+    options = EtcdOptions(
+        endpoints=values["etcd_endpoints"],
+        cafile=values["etcd_cafile"],
+        certfile=values["etcd_certfile"],
+        keyfile=values["etcd_keyfile"],
+        username=values["etcd_username"],
+        password=values["etcd_password"],
+        timeout=values["etcd_timeout"],
+    )
+    return options, values["etcd_prefix"]
