@@ -6,6 +6,9 @@ verify tests); these turn its event stream into what they assert on.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _TASK_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
@@ -54,3 +57,49 @@ def _result(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     elif kind == "runner_on_unreachable":
         res.setdefault("unreachable", True)
     return res
+
+
+@dataclass(frozen=True)
+class AnsibleRun:
+    """One ansible command run through ansible-runner: exit code, output and its events."""
+
+    rc: int
+    stdout: str
+    stderr: str
+    events: list[dict[str, Any]]
+
+
+def run_ansible(
+    executable: str,
+    args: list[str],
+    private_data_dir: Path,
+    *,
+    envvars: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: int = 600,
+) -> AnsibleRun:
+    """`executable args` (ansible-playbook, ...) through ansible-runner, events in order.
+
+    runner_mode "subprocess": the pexpect mode forks a Python child, which in a process that
+    holds live gRPC channels (the tests' etcd clients) was sometimes killed by a signal before
+    it ran (ansible-runner then reports rc None).
+    """
+    import ansible_runner
+
+    private_data_dir.mkdir(parents=True, exist_ok=True)
+    stdout, stderr, rc = ansible_runner.run_command(
+        executable_cmd=executable,
+        cmdline_args=args,
+        private_data_dir=str(private_data_dir),
+        envvars=envvars or {},
+        host_cwd=str(cwd) if cwd else None,
+        timeout=timeout,
+        runner_mode="subprocess",
+        quiet=True,
+    )
+    events: list[dict[str, Any]] = []
+    for job_events in sorted(private_data_dir.glob("artifacts/*/job_events")):
+        for path in job_events.glob("*.json"):
+            events.append(json.loads(path.read_text()))
+    events.sort(key=lambda event: int(event.get("counter", 0)))
+    return AnsibleRun(rc, stdout, stderr, events)

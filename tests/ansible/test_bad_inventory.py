@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pyflannel_lab.runner_events import runner_report
+from pyflannel_lab.runner_events import run_ansible, runner_report
 from tests.ansible.test_etcd_key import REPO, ansible_env
 
 NODE_IMAGE = os.environ.get("PYFLANNEL_PLAIN_NODE_IMAGE", "pyflannel-node:bookworm-plain")
@@ -394,22 +394,17 @@ class SiteRun:
 
 def run_site(workdir: Path, inventory: dict[str, Any], *extra: str) -> SiteRun:
     """site.yml as an operator runs it, through ansible-runner (its events for the assertions)."""
-    import ansible_runner
-
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "inventory.yml"
     path.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
     env = {k: v for k, v in ansible_env(workdir, None).items() if k.startswith("ANSIBLE_")}
-    (workdir / "runner").mkdir(exist_ok=True)
     start = time.monotonic()
-    result = ansible_runner.run(
-        private_data_dir=str(workdir / "runner"), project_dir=str(REPO),
-        playbook=str(REPO / "site.yml"), inventory=str(path), envvars=env, forks=20,
-        cmdline=" ".join(extra) or None, quiet=True, timeout=RUN_TIMEOUT,
+    run = run_ansible(
+        "ansible-playbook", ["-i", str(path), "--forks", "20", str(REPO / "site.yml"), *extra],
+        workdir / "runner", envvars=env, cwd=REPO, timeout=RUN_TIMEOUT,
     )  # fmt: skip
     seconds = time.monotonic() - start
-    stderr = result.stderr.read() if result.stderr else ""
-    return SiteRun(result.rc, runner_report(list(result.events)), stderr, seconds)
+    return SiteRun(run.rc, runner_report(run.events), run.stderr, seconds)
 
 
 def cluster(hosts: dict[str, dict[str, Any]], etcd: list[str] | None = None) -> dict[str, Any]:

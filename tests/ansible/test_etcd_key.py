@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pyflannel_lab.runner_events import task_results
+from pyflannel_lab.runner_events import run_ansible, task_results
 from tests.etcd_harness import EtcdServer, TlsEtcd, etcdctl, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,8 +87,6 @@ def run_playbook(
     is `workdir`, so nothing (pyflannel included) is importable by accident. callback="default":
     stdout is Ansible's default output (for the diffs a test reads).
     """
-    import ansible_runner
-
     workdir.mkdir(parents=True, exist_ok=True)
     play = {
         "hosts": "localhost",
@@ -99,21 +97,16 @@ def run_playbook(
     }
     playbook = workdir / "playbook.yml"
     playbook.write_text(json.dumps([play], indent=2))  # JSON is YAML
-    (workdir / "runner").mkdir(exist_ok=True)
-    cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
-    result = ansible_runner.run(
-        private_data_dir=str(workdir / "runner"),
-        project_dir=str(workdir),
-        playbook=str(playbook),
-        inventory="localhost,",
+    flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
+    run = run_ansible(
+        "ansible-playbook",
+        ["-i", "localhost,", str(playbook), *flags],
+        workdir / "runner",
         envvars=_runner_env(workdir, callback),
-        cmdline=cmdline or None,
-        quiet=True,
+        cwd=workdir,
         timeout=RUN_TIMEOUT,
     )
-    stdout = result.stdout.read()
-    stderr = result.stderr.read() if result.stderr else ""
-    return PlayRun(result.rc, stdout, stderr, task_results(list(result.events)))
+    return PlayRun(run.rc, run.stdout, run.stderr, task_results(run.events))
 
 
 def run_adhoc(

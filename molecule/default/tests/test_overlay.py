@@ -12,6 +12,7 @@ import base64
 import ipaddress
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ import testinfra.utils.ansible_runner
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+# The checkout's test helpers (pyflannel_lab is not installed, only the agent is).
+sys.path.insert(0, str(REPO))
+
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("flannel")
 
@@ -150,20 +154,17 @@ def test_dockerd_flags_from_the_lease(host: Any) -> None:
 def test_overlay_ping_matrix(tmp_path: Path) -> None:
     """playbooks/verify.yml through ansible-runner: the role's own check of every pair passed,
     and the matrix it printed has no FAIL (both read from the runner's events)."""
-    import ansible_runner
+    from pyflannel_lab.runner_events import run_ansible
 
-    (tmp_path / "runner").mkdir()
-    result = ansible_runner.run(
-        private_data_dir=str(tmp_path / "runner"),
-        project_dir=str(REPO),
-        playbook=str(REPO / "playbooks" / "verify.yml"),
-        inventory=INVENTORY,
-        quiet=True,
+    run = run_ansible(
+        "ansible-playbook",
+        ["-i", INVENTORY, str(REPO / "playbooks" / "verify.yml")],
+        tmp_path / "runner",
         timeout=300,
     )
     results = {
         event["event_data"].get("task"): (event["event"], event["event_data"].get("res", {}))
-        for event in result.events
+        for event in run.events
         if event.get("event", "").startswith("runner_on_")
     }
     print(
@@ -171,7 +172,7 @@ def test_overlay_ping_matrix(tmp_path: Path) -> None:
             str(row) for row in results.get("Print the ping matrix", ("", {}))[1].get("msg", [])
         )
     )
-    assert result.rc == 0, result.stdout.read()[-4000:]
+    assert run.rc == 0, run.stdout[-4000:]
     kind, check = results["Check every pair"]
     nodes = len(testinfra_hosts)
     assert kind == "runner_on_ok" and check["msg"] == f"all {nodes * (nodes - 1)} pairs ping", check

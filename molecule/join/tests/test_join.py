@@ -10,15 +10,17 @@ member.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from pyflannel_lab.runner_events import runner_report
-
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+# The checkout's test helpers (pyflannel_lab is not installed, only the agent is).
+sys.path.insert(0, str(REPO))
+
 EDITS = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "edits"
 JOINER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-2"
 MEMBER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-1"
@@ -27,23 +29,16 @@ MEMBER = f"{os.environ.get('PYFLANNEL_MOLECULE_PREFIX', 'pyflannel')}-join-1"
 def site(*inventories: Path, limit: str = "") -> tuple[int, dict[str, Any], float]:
     """site.yml over molecule's inventory (and its group_vars) plus edits, through ansible-runner
     (the report is read from its events)."""
-    import ansible_runner
+    from pyflannel_lab.runner_events import run_ansible, runner_report
 
-    # The inventory file, not its directory (which holds the CA too); group_vars come along.
-    command = [f"-i {extra}" for extra in inventories] + ([f"--limit {limit}"] if limit else [])
+    args = ["-i", str(INVENTORY)]
+    for extra in inventories:
+        args += ["-i", str(extra)]
+    args += [str(REPO / "site.yml")] + (["--limit", limit] if limit else [])
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pyflannel-join-") as private:
-        result = ansible_runner.run(
-            private_data_dir=private,
-            project_dir=str(REPO),
-            playbook=str(REPO / "site.yml"),
-            inventory=str(INVENTORY),
-            cmdline=" ".join(command) or None,
-            quiet=True,
-            timeout=900,
-        )
-        report = runner_report(list(result.events))
-    return result.rc, report, time.monotonic() - start
+        run = run_ansible("ansible-playbook", args, Path(private), cwd=REPO, timeout=900)
+    return run.rc, runner_report(run.events), time.monotonic() - start
 
 
 def failures(report: dict[str, Any]) -> list[str]:
