@@ -19,7 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-HEADER = re.compile(r"\b(TASK|RUNNING HANDLER) \[(?P<name>.*)\]")
+# A long name wraps (molecule folds its output): the header line may lack the closing bracket.
+HEADER = re.compile(r"\b(TASK|RUNNING HANDLER) \[(?P<name>[^\]]*)\]?")
 PLAY = re.compile(r"\bPLAY \[(?P<name>.*)\]")
 STAMP = re.compile(r"\((?P<h>\d+):(?P<m>\d+):(?P<s>\d+(?:\.\d+)?)\)\s+\d+:\d+:\d+(?:\.\d+)?\s*$")
 
@@ -44,7 +45,7 @@ def read_tasks(lines: list[str]) -> tuple[list[Task], Task | None]:
             continue
         if match := HEADER.search(line):
             header_seen = True
-            next_task = Task(play, match["name"])
+            next_task = Task(play, match["name"].strip())
             continue
         if header_seen and (match := STAMP.search(line)):
             header_seen = False
