@@ -35,7 +35,7 @@ RUN_TIMEOUT = 120
 
 @dataclass(frozen=True)
 class PlayRun:
-    """An ansible-playbook run: exit code, output and (json callback) each task's result."""
+    """An ansible-playbook run: exit code, output and each task's result (runner events)."""
 
     returncode: int
     stdout: str
