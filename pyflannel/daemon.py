@@ -37,7 +37,7 @@ from pyflannel.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from pyflannel.flags import DaemonOptions, parse_flags, usage
+from pyflannel.flags import DaemonOptions, etcd_settings, parse_flags, usage, usage_message
 from pyflannel.health import AgentState, HealthServer
 from pyflannel.iface import choose_interface, ensure_ip_forward
 from pyflannel.sdnotify import notify
@@ -109,17 +109,7 @@ class Agent:
                 f"shorter than the lease lifetime ({self.opts.subnet_lease_ttl} s)"
             )
         self._start_health()
-        self.store = Store(
-            EtcdOptions(
-                endpoints=self.opts.etcd_endpoints,
-                cafile=self.opts.etcd_cafile,
-                certfile=self.opts.etcd_certfile,
-                keyfile=self.opts.etcd_keyfile,
-                username=self.opts.etcd_username,
-                password=self.opts.etcd_password,
-                timeout=self.opts.etcd_timeout,
-            )
-        )
+        self.store = Store(EtcdOptions(**etcd_settings(self.opts)))
         manager = SubnetManager(
             self.store,
             self.opts.etcd_prefix,
@@ -597,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_flags(args, os.environ)
     except UsageError as exc:
-        print(f"flanneld: {exc}", file=sys.stderr)
+        print(f"flanneld: {usage_message(exc)}", file=sys.stderr)
         return 2
     if opts.help:
         sys.stdout.write(usage())
@@ -609,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return Agent(opts).run()
     except UsageError as exc:
-        log.error("%s", exc)
+        log.error("%s", usage_message(exc))
         return 2
     except (ConfigError, InterfaceError, FlannelError) as exc:
         log.error("%s", exc)

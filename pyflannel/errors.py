@@ -21,6 +21,23 @@ class UsageError(FlannelError):
     """A command-line flag or environment variable is invalid."""
 
 
+class SettingError(UsageError):
+    """One setting has a bad value; `setting` is its canonical key (e.g. "endpoints").
+
+    Lower layers do not know whether the operator typed `--etcd-endpoints` or an Ansible
+    module's `endpoints`: they raise this, and each entry point names the setting its own way.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+    def named(self, names: dict[str, str]) -> str:
+        """The message with the setting spelled as in `names` (key -> flag or option)."""
+        return f"{names.get(self.setting, self.setting)}: {self.problem}"
+
+
 class StoreError(FlannelError):
     """etcd answered with an error."""
 

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pyflannel.errors import UsageError
-from pyflannel.subnet.lease import DEFAULT_PREFIX
+from pyflannel.errors import SettingError, UsageError
+from pyflannel.etcd_options import (
+    DEFAULT_ENDPOINTS,
+    DEFAULT_PREFIX,
+    DEFAULT_TIMEOUT,
+    ETCD_OPTIONS,
+    flag_names,
+)
 
 ENV_PREFIX = "FLANNELD_"
 KUBE_SUBNET_MGR_MESSAGE = (
@@ -31,14 +37,15 @@ KUBE_SUBNET_MGR_MESSAGE = (
 class DaemonOptions:
     """Everything flanneld's flags can set; defaults are flanneld's."""
 
-    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:4001", "http://127.0.0.1:2379")
+    # The etcd_<key> fields are pyflannel.etcd_options' settings (etcd_settings() hands them on).
+    etcd_endpoints: tuple[str, ...] = tuple(DEFAULT_ENDPOINTS.split(","))
     etcd_prefix: str = DEFAULT_PREFIX
     etcd_cafile: str | None = None
     etcd_certfile: str | None = None
     etcd_keyfile: str | None = None
     etcd_username: str | None = None
     etcd_password: str | None = None
-    etcd_timeout: float = 5.0
+    etcd_timeout: float = float(DEFAULT_TIMEOUT)
     iface: tuple[str, ...] = ()
     iface_regex: tuple[str, ...] = ()
     iface_can_reach: str | None = None
@@ -183,22 +190,24 @@ class _Flag:
         return ENV_PREFIX + self.name.upper().replace("-", "_")
 
 
+# How flanneld and flannelctl convert each kind of etcd setting (pyflannel.etcd_options).
+ETCD_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "urls": convert_endpoints,
+    "prefix": convert_prefix,
+    "text": convert_optional_text,
+    "seconds": convert_positive_seconds,
+}
+
 _FLAGS: tuple[_Flag, ...] = (
-    _Flag(
-        "etcd-endpoints", "etcd_endpoints", convert_endpoints, "etcd URLs, comma-separated", "urls"
-    ),
-    _Flag("etcd-prefix", "etcd_prefix", convert_prefix, "etcd key prefix of the network", "path"),
-    _Flag("etcd-cafile", "etcd_cafile", convert_optional_text, "CA bundle for etcd TLS", "file"),
-    _Flag("etcd-certfile", "etcd_certfile", convert_optional_text, "client certificate", "file"),
-    _Flag("etcd-keyfile", "etcd_keyfile", convert_optional_text, "client certificate key", "file"),
-    _Flag("etcd-username", "etcd_username", convert_optional_text, "etcd user name", "name"),
-    _Flag("etcd-password", "etcd_password", convert_optional_text, "etcd password", "password"),
-    _Flag(
-        "etcd-timeout",
-        "etcd_timeout",
-        convert_positive_seconds,
-        "etcd request timeout (s)",
-        "seconds",
+    *(
+        _Flag(
+            option.flag,
+            "etcd_" + option.key,
+            ETCD_CONVERTERS[option.kind],
+            option.help,
+            option.metavar,
+        )
+        for option in ETCD_OPTIONS
     ),
     _Flag(
         "iface",
@@ -343,6 +352,20 @@ def parse_flags(argv: Sequence[str], environ: Mapping[str, str]) -> DaemonOption
         if spec.field is not None:
             settings[spec.field] = value
     return dataclasses.replace(DaemonOptions(), **settings)
+
+
+def etcd_settings(opts: DaemonOptions) -> dict[str, Any]:
+    """The connection settings by etcd_options key, for pyflannel.store.EtcdOptions(**...)."""
+    return {
+        option.key: getattr(opts, "etcd_" + option.key)
+        for option in ETCD_OPTIONS
+        if option.key != "prefix"
+    }
+
+
+def usage_message(exc: UsageError) -> str:
+    """The error as the agent and flannelctl print it: settings named by their flags."""
+    return exc.named(flag_names()) if isinstance(exc, SettingError) else str(exc)
 
 
 def _show_default(value: object) -> str:

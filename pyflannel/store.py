@@ -37,7 +37,14 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
 from pyflannel import tlscheck
-from pyflannel.errors import CompactedError, StoreError, StoreUnavailableError, UsageError
+from pyflannel.errors import (
+    CompactedError,
+    SettingError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
+from pyflannel.etcd_options import flag_names
 from pyflannel.kvstore import KeyValue  # the store's records; the interface is kvstore's
 
 log = logging.getLogger(__name__)
@@ -93,16 +100,19 @@ class StoreTlsError(StoreUnavailableError):
 
 
 class StoreTlsFileError(StoreTlsError, UsageError):
-    """One of our TLS files (--etcd-cafile/certfile/keyfile) is unreadable or wrong.
+    """One of our TLS files (cafile/certfile/keyfile) is unreadable or wrong.
 
     A usage error (flannelctl and a starting agent exit 2), and still retried by a running
     agent: during a certificate rotation the files may briefly not match.
     """
 
 
+FLAG_TLS_NAMES = tlscheck.OptionNames.of(flag_names())
+
+
 @dataclass(frozen=True)
 class EtcdOptions:
-    """How to reach etcd; mirrors flanneld's --etcd-* flags."""
+    """How to reach etcd: the settings of pyflannel.etcd_options (fields named by their keys)."""
 
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
     cafile: str | None = None
@@ -111,8 +121,8 @@ class EtcdOptions:
     username: str | None = None
     password: str | None = None
     timeout: float = 5.0
-    # How the tool names these settings in its messages (flags, or the modules' options).
-    option_names: tlscheck.OptionNames = tlscheck.FLAGS
+    # How the entry point names the TLS settings in diagnoses (flags, or the modules' options).
+    option_names: tlscheck.OptionNames = FLAG_TLS_NAMES
 
     @property
     def tls_files(self) -> tlscheck.TlsFiles:
@@ -136,17 +146,17 @@ class WatchBatch:
 
 
 def parse_endpoint(url: str) -> tuple[str, int, bool]:
-    """'https://10.0.0.1:2379' -> ('10.0.0.1', 2379, True); raises UsageError when malformed."""
+    """'https://10.0.0.1:2379' -> ('10.0.0.1', 2379, True); SettingError when malformed."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            f"--etcd-endpoints: {url!r} is not an http:// or https:// URL; write e.g. "
-            "http://127.0.0.1:2379"
+        raise SettingError(
+            "endpoints",
+            f"{url!r} is not an http:// or https:// URL; write e.g. http://127.0.0.1:2379",
         )
     try:
         port = parts.port or 2379
     except ValueError:
-        raise UsageError(f"--etcd-endpoints: {url!r} has an invalid port") from None
+        raise SettingError("endpoints", f"{url!r} has an invalid port") from None
     return parts.hostname, port, parts.scheme == "https"
 
 
@@ -254,7 +264,7 @@ class Store:
 
     def __init__(self, options: EtcdOptions) -> None:
         if not options.endpoints:
-            raise UsageError("--etcd-endpoints: at least one endpoint is needed")
+            raise SettingError("endpoints", "at least one endpoint is needed")
         self.options = options
         self._endpoints = [_Endpoint(url, options) for url in options.endpoints]
         self._current = 0

@@ -1,7 +1,7 @@
 """The etcd connection options of the collection's modules (etcd_key, flannel_lease).
 
 One owner for their documentation; the argument spec they share is
-plugins/module_utils/etcd_gateway.py's CONNECTION_ARGUMENT_SPEC.
+plugins/module_utils/etcd_options.py (the table the agent and flannelctl use too).
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ try:
     from pyflannel.config import BACKEND_TYPES, config_from_dict
     from pyflannel.dockeropts import dockerd_settings
     from pyflannel.errors import ConfigError
+    from pyflannel.etcd_options import DEFAULT_PREFIX
     from pyflannel.mtu import OVERHEAD, backend_mtu
-    from pyflannel.subnet.lease import DEFAULT_PREFIX, subnet_key
+    from pyflannel.subnet.lease import subnet_key
     from pyflannel.subnetenv import cidr_parser
 except ImportError as exc:  # the filters say it when called (a plugin load error names no fix)
     PYFLANNEL_MISSING: str | None = (

@@ -26,8 +26,13 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_options import (
+    MODULE_REQUIRED_TOGETHER,
+    module_argument_spec,
+    module_names,
+)
 from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_tls import (
-    MODULE_OPTIONS,
+    OptionNames,
     TlsFileError,
     TlsFiles,
     check_files,
@@ -35,16 +40,12 @@ from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_tls import 
 )
 
 API = "/v3"
-# How modules reach etcd (etcd_key and flannel_lease take the same options and rules).
-CONNECTION_ARGUMENT_SPEC: dict[str, Any] = {
-    "ca_cert": {"type": "path"},
-    "client_cert": {"type": "path"},
-    "client_key": {"type": "path", "no_log": False},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "timeout": {"type": "float", "default": 5},
-}
-CONNECTION_REQUIRED_TOGETHER = [("client_cert", "client_key"), ("username", "password")]
+# How modules reach etcd (etcd_key and flannel_lease take the same options and rules), from
+# the table that flanneld's flags and flannelctl use too; the key prefix only where a module
+# has one.
+CONNECTION_ARGUMENT_SPEC: dict[str, Any] = module_argument_spec(with_prefix=False)
+CONNECTION_REQUIRED_TOGETHER = MODULE_REQUIRED_TOGETHER
+MODULE_OPTIONS = OptionNames.of(module_names())
 
 # gRPC status codes the gateway reports in its error body (etcd's rpctypes).
 _CODE_UNAUTHENTICATED = 16

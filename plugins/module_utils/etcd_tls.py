@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,9 +40,10 @@ class OptionNames:
     cert: str
     key: str
 
-
-FLAGS = OptionNames("--etcd-endpoints", "--etcd-cafile", "--etcd-certfile", "--etcd-keyfile")
-MODULE_OPTIONS = OptionNames("endpoints", "ca_cert", "client_cert", "client_key")
+    @classmethod
+    def of(cls, names: Mapping[str, str]) -> OptionNames:
+        """From etcd_options' key -> name table (flag_names() or module_names())."""
+        return cls(names["endpoints"], names["cafile"], names["certfile"], names["keyfile"])
 
 
 class TlsFileError(ValueError):

@@ -129,7 +129,6 @@ from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_gateway imp
 WRITE_ATTEMPTS = 3
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    "endpoints": {"type": "list", "elements": "str", "required": True},
     "key": {"type": "str", "required": True, "no_log": False},
     "value": {"type": "str"},
     "value_json": {"type": "raw"},

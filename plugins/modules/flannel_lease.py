@@ -173,19 +173,22 @@ from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_gateway import (  # noqa: E402
-    CONNECTION_ARGUMENT_SPEC,
     CONNECTION_REQUIRED_TOGETHER,
+    MODULE_OPTIONS,
+)
+from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_options import (  # noqa: E402
+    module_argument_spec,
+    module_names,
 )
 
 try:
     from pyflannel.config import NetworkConfig
-    from pyflannel.errors import FlannelError
+    from pyflannel.errors import FlannelError, SettingError
     from pyflannel.kvstore import DryRunStore
     from pyflannel.store import EtcdOptions, Store
     from pyflannel.subnet.lease import Lease, subnet_key, subnets_prefix
     from pyflannel.subnet.manager import SubnetManager
     from pyflannel.subnetenv import SubnetEnv, load_subnet_env
-    from pyflannel.tlscheck import MODULE_OPTIONS
 except ImportError as exc:
     PYFLANNEL_IMPORT_ERROR: str | None = str(exc)
 else:
@@ -194,13 +197,11 @@ else:
 AGENT_PYTHON = "/opt/pyflannel/bin/python"
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    "endpoints": {"type": "list", "elements": "str", "required": True},
-    "prefix": {"type": "str", "default": "/coreos.com/network"},
     "state": {"type": "str", "choices": ["inspect", "reserved", "released"], "default": "inspect"},
     "public_ip": {"type": "str"},
     "subnet": {"type": "str"},
     "subnet_file": {"type": "str", "default": "/run/flannel/subnet.env"},
-    **CONNECTION_ARGUMENT_SPEC,
+    **module_argument_spec(with_prefix=True),
 }
 
 
@@ -243,16 +244,11 @@ def parse_subnet(text: str | None) -> ipaddress.IPv4Network | None:
 
 
 def store_options(params: dict[str, Any]) -> EtcdOptions:
-    return EtcdOptions(
-        endpoints=tuple(params["endpoints"]),
-        cafile=params["ca_cert"],
-        certfile=params["client_cert"],
-        keyfile=params["client_key"],
-        username=params["username"],
-        password=params["password"],
-        timeout=float(params["timeout"]),
-        option_names=MODULE_OPTIONS,  # messages name ca_cert, client_cert, client_key
-    )
+    """The module's connection options by etcd_options key (cafile <- ca_cert, ...)."""
+    settings = {key: params[option] for key, option in module_names().items() if key != "prefix"}
+    settings["endpoints"] = tuple(settings["endpoints"])
+    settings["timeout"] = float(settings["timeout"])
+    return EtcdOptions(**settings, option_names=MODULE_OPTIONS)
 
 
 # -- results ------------------------------------------------------------------------------
@@ -426,6 +422,8 @@ def main() -> None:
     error: str | None = None
     try:
         result = run(module)
+    except SettingError as exc:  # named as this module's options, not the agent's flags
+        error = exc.named(module_names())
     except (ModuleError, FlannelError) as exc:
         error = str(exc)
     for message in collector.messages:

@@ -36,14 +36,13 @@ from pyflannel.ctl.lease_commands import (
     parse_public_ip,
     parse_subnet,
 )
-from pyflannel.ctl.options import DEFAULT_ENDPOINTS, DEFAULT_TIMEOUT, connection
+from pyflannel.ctl.options import connection
 from pyflannel.ctl.parser import build_parser, cmd_version
 from pyflannel.errors import FlannelError, UsageError
+from pyflannel.flags import usage_message
 
 __all__ = [
     "DEBUG_HINT",
-    "DEFAULT_ENDPOINTS",
-    "DEFAULT_TIMEOUT",
     "EXAMPLE_CONFIG",
     "EXIT_ERROR",
     "EXIT_OK",
@@ -123,7 +122,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         ctx = Context(options, prefix, json_output=args.output == "json")
         return int(args.handler(ctx, args))
     except UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(usage_message(exc), EXIT_USAGE)
     except FlannelError as exc:
         return _fail(str(exc), EXIT_ERROR)
     except KeyboardInterrupt:

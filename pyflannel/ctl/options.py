@@ -8,24 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyflannel.errors import UsageError
-from pyflannel.flags import (
-    ENV_PREFIX,
-    convert_endpoints,
-    convert_optional_text,
-    convert_positive_seconds,
-    convert_prefix,
-)
+from pyflannel.etcd_options import ETCD_OPTIONS
+from pyflannel.flags import ENV_PREFIX, ETCD_CONVERTERS
 from pyflannel.store import EtcdOptions
-from pyflannel.subnet.lease import DEFAULT_PREFIX
 
-DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
-DEFAULT_TIMEOUT = "5"
+# flannelctl's older spelling of --etcd-timeout, kept working.
+_ALIASES = {"timeout": ("--timeout",)}
 
 
 @dataclass(frozen=True)
 class _Common:
     """A connection option: its flag, FLANNELD_* variable, default and converter."""
 
+    key: str
     flag: str
     dest: str
     convert: Callable[[str], Any]
@@ -39,49 +34,18 @@ class _Common:
         return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
 
 
-_COMMON: tuple[_Common, ...] = (
+_COMMON: tuple[_Common, ...] = tuple(
     _Common(
-        "--etcd-endpoints",
-        "etcd_endpoints",
-        convert_endpoints,
-        "etcd URLs, comma-separated",
-        "URLS",
-        DEFAULT_ENDPOINTS,
-    ),
-    _Common(
-        "--etcd-prefix",
-        "etcd_prefix",
-        convert_prefix,
-        "etcd key prefix of the network",
-        "PATH",
-        DEFAULT_PREFIX,
-    ),
-    _Common(
-        "--etcd-cafile", "etcd_cafile", convert_optional_text, "CA bundle for etcd TLS", "FILE"
-    ),
-    _Common(
-        "--etcd-certfile", "etcd_certfile", convert_optional_text, "client certificate", "FILE"
-    ),
-    _Common(
-        "--etcd-keyfile", "etcd_keyfile", convert_optional_text, "client certificate key", "FILE"
-    ),
-    _Common("--etcd-username", "etcd_username", convert_optional_text, "etcd user name", "NAME"),
-    _Common(
-        "--etcd-password",
-        "etcd_password",
-        convert_optional_text,
-        "etcd password (prefer the environment variable: argv is visible to all users)",
-        "PASSWORD",
-    ),
-    _Common(
-        "--etcd-timeout",
-        "etcd_timeout",
-        convert_positive_seconds,
-        "seconds to wait for etcd before giving up",
-        "SECONDS",
-        DEFAULT_TIMEOUT,
-        aliases=("--timeout",),
-    ),
+        option.key,
+        option.long_flag,
+        "etcd_" + option.key,
+        ETCD_CONVERTERS[option.kind],
+        option.help,
+        option.metavar.upper(),
+        option.default,
+        _ALIASES.get(option.key, ()),
+    )
+    for option in ETCD_OPTIONS
 )
 
 
@@ -140,14 +104,6 @@ def _resolve(spec: _Common, given: str | None, environ: Mapping[str, str]) -> An
 
 def connection(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[EtcdOptions, str]:
     """EtcdOptions and the key prefix from parsed arguments and the environment."""
-    values = {spec.dest: _resolve(spec, getattr(args, spec.dest), environ) for spec in _COMMON}
-    options = EtcdOptions(
-        endpoints=values["etcd_endpoints"],
-        cafile=values["etcd_cafile"],
-        certfile=values["etcd_certfile"],
-        keyfile=values["etcd_keyfile"],
-        username=values["etcd_username"],
-        password=values["etcd_password"],
-        timeout=values["etcd_timeout"],
-    )
-    return options, values["etcd_prefix"]
+    values = {spec.key: _resolve(spec, getattr(args, spec.dest), environ) for spec in _COMMON}
+    prefix = values.pop("prefix")
+    return EtcdOptions(**values), prefix

@@ -17,7 +17,7 @@ from pyflannel.ctl.context import EXIT_OK, PROG, Context, _emit_json
 from pyflannel.ctl.lease_commands import cmd_leases_list, cmd_leases_release, cmd_leases_reserve
 from pyflannel.ctl.options import _add_common
 from pyflannel.errors import UsageError
-from pyflannel.subnet.lease import DEFAULT_PREFIX
+from pyflannel.etcd_options import DEFAULT_PREFIX
 
 
 def cmd_version(ctx: Context, args: argparse.Namespace) -> int:

@@ -16,9 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# flanneld's --etcd-prefix default: every key of a network lives under it.
-DEFAULT_PREFIX = "/coreos.com/network"
-
 _KEY_RE = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$")
 
 SUBNETS_DIR = "subnets"

@@ -2,7 +2,7 @@
 
 Role defaults, argument specs and module documentation are YAML that Ansible reads without
 importing pyflannel, so they carry the agent's default etcd prefix as text: the owner is
-`pyflannel.subnet.lease.DEFAULT_PREFIX`, and this test fails when a copy drifts.
+`pyflannel.etcd_options.DEFAULT_PREFIX`, and this test fails when a copy drifts.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
+from pyflannel.etcd_options import DEFAULT_PREFIX, module_argument_spec
 from pyflannel.flags import DaemonOptions
-from pyflannel.subnet.lease import DEFAULT_PREFIX
 from tests.ansible.test_etcd_key import REPO
 
 
@@ -38,4 +38,7 @@ def test_the_lease_module() -> None:
     source = (REPO / "plugins" / "modules" / "flannel_lease.py").read_text()
     doc = yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])
     assert doc["options"]["prefix"]["default"] == DEFAULT_PREFIX
-    assert f'"prefix": {{"type": "str", "default": "{DEFAULT_PREFIX}"}}' in source
+    # Its argument spec takes the prefix from the option table, whose default is the owner's.
+    assert "module_argument_spec(with_prefix=True)" in source
+    spec = module_argument_spec(with_prefix=True)
+    assert spec["prefix"]["default"] == DEFAULT_PREFIX

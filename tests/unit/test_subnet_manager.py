@@ -14,8 +14,9 @@ import pytest
 
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import ConfigMissingError, OutOfSubnetsError
+from pyflannel.etcd_options import DEFAULT_PREFIX
 from pyflannel.kvstore import DryRunStore, MemoryStore
-from pyflannel.subnet.lease import DEFAULT_PREFIX, LeaseAttrs, subnet_key
+from pyflannel.subnet.lease import LeaseAttrs, subnet_key
 from pyflannel.subnet.manager import LeaseLostError, LeaseSettings, SubnetManager
 
 NETWORK = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'

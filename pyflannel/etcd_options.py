@@ -1,0 +1,1 @@
+../plugins/module_utils/etcd_options.py
