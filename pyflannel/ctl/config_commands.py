@@ -11,6 +11,7 @@ from pyflannel.ctl.context import EXIT_OK, PROG, Context, _emit_json, _warn
 from pyflannel.errors import ConfigError, FlannelError, UsageError
 from pyflannel.store import KeyValue, Store
 from pyflannel.subnet.lease import config_key
+from pyflannel.subnet.manager import config_missing
 
 EXAMPLE_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'
 
@@ -56,10 +57,7 @@ def _stored_config(ctx: Context) -> KeyValue:
     key = config_key(ctx.prefix)
     kv = ctx.store.get(key)
     if kv is None:
-        raise ConfigError(
-            f"network config key {key} not found in etcd; write it with `{PROG} config set "
-            f"'{EXAMPLE_CONFIG}'` or check --etcd-prefix"
-        )
+        raise config_missing(key, f"`{PROG} config set '{EXAMPLE_CONFIG}'`")
     return kv
 
 
