@@ -41,7 +41,13 @@ class Backend(ABC):
         self.own_lease: Lease | None = None
         self.repairs = 0  # kernel entries put back by reconcile (a metric)
         # host-gw style routes: host-gw's whole route set, DirectRouting for vxlan and ipip.
-        self.direct = DirectRoutes(self.kernel, self)
+        self.direct = DirectRoutes(
+            self.kernel,
+            ext,
+            config.network,
+            backend_type=self.type,
+            own_subnet=lambda: self.own_lease.subnet if self.own_lease else None,
+        )
         # Peers of another backend routed directly (apply_mixed_peer).
         self.mixed: set[ipaddress.IPv4Network] = set()
 
