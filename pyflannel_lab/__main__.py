@@ -14,8 +14,9 @@ import sys
 
 from pyflannel.errors import FlannelError, UsageError
 from pyflannel_lab.agents import BACKENDS, AgentCluster
-from pyflannel_lab.lab import Lab, lab_namespaces, state_path
+from pyflannel_lab.lab import Lab, lab_namespaces
 from pyflannel_lab.peers import locate_flanneld
+from pyflannel_lab.state_file import state_path
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from typing import Any
 
 from pyflannel.errors import FlannelError
 from pyflannel_lab import Lab
-from pyflannel_lab.lab import Node
+from pyflannel_lab.layout import Node
 
 BACKENDS = ("host-gw", "vxlan", "udp", "ipip")
 PREFIX = "/docker-subnet/network"  # as in the reference walk-throughs

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from pyflannel_lab.lab import ETCD_BIN
+from pyflannel_lab.etcd_member import ETCD_BIN
 from pyflannel_lab.peers import Peers, PeersMissingError, locate
 
 

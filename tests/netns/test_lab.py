@@ -14,7 +14,7 @@ import pytest
 
 from pyflannel.errors import UsageError
 from pyflannel_lab import Lab, lab_namespaces
-from pyflannel_lab.lab import state_path
+from pyflannel_lab.state_file import state_path
 
 pytestmark = pytest.mark.netns
 
