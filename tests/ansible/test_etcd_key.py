@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pyflannel_lab.runner_events import run_ansible, task_results
+from pyflannel_lab.runner_events import AnsibleRun, run_ansible, task_results
 from tests.etcd_harness import EtcdServer, TlsEtcd, etcdctl, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,12 +35,26 @@ RUN_TIMEOUT = 120
 
 @dataclass(frozen=True)
 class PlayRun:
-    """An ansible-playbook run: exit code, output and each task's result (runner events)."""
+    """runner_events' AnsibleRun of one play, read the way these tests assert on it: each
+    task's result in order, and the last one (the task under test)."""
 
-    returncode: int
-    stdout: str
-    stderr: str
-    results: list[dict[str, Any]]
+    run: AnsibleRun
+
+    @property
+    def returncode(self) -> int:
+        return self.run.rc
+
+    @property
+    def stdout(self) -> str:
+        return self.run.stdout
+
+    @property
+    def stderr(self) -> str:
+        return self.run.stderr
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return task_results(self.run.events)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -98,15 +112,16 @@ def run_playbook(
     playbook = workdir / "playbook.yml"
     playbook.write_text(json.dumps([play], indent=2))  # JSON is YAML
     flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
-    run = run_ansible(
-        "ansible-playbook",
-        ["-i", "localhost,", str(playbook), *flags],
-        workdir / "runner",
-        envvars=_runner_env(workdir, callback),
-        cwd=workdir,
-        timeout=RUN_TIMEOUT,
+    return PlayRun(
+        run_ansible(
+            "ansible-playbook",
+            ["-i", "localhost,", str(playbook), *flags],
+            workdir / "runner",
+            envvars=_runner_env(workdir, callback),
+            cwd=workdir,
+            timeout=RUN_TIMEOUT,
+        )
     )
-    return PlayRun(run.rc, run.stdout, run.stderr, task_results(run.events))
 
 
 def run_adhoc(
