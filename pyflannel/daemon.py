@@ -27,6 +27,7 @@ from pyflannel.backend import create_backend
 from pyflannel.backend.base import Backend
 from pyflannel.backend.cleanup import remove_stale_devices, remove_stale_routes
 from pyflannel.backend.nlbulk import ChangeMonitor
+from pyflannel.backend.settings import BackendSettings
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import (
     ConfigError,
@@ -173,12 +174,11 @@ class Agent:
         )
         self.state.info["backend"] = config.backend.type
 
-        backend_options = {}
-        if config.backend.type == "vxlan":
-            backend_options["disable_tx_checksum"] = self.opts.vxlan_disable_tx_checksum
-        if config.backend.type in ("udp", "ipip"):
-            backend_options["fast_path"] = self.opts.userspace_fast_path
-        self.backend = create_backend(config, ext, **backend_options)
+        settings = BackendSettings(
+            vxlan_disable_tx_checksum=self.opts.vxlan_disable_tx_checksum,
+            userspace_fast_path=self.opts.userspace_fast_path,
+        )
+        self.backend = create_backend(config, ext, settings)
         self.backend.check()
         previous_env = self._previous_env()
         # Routes of the current Network stay: the backend takes them over or repairs them (a

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyflannel.backend.base import Backend
+from pyflannel.backend.settings import BackendSettings
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import FlannelError
 from pyflannel.iface import ExternalInterface
@@ -31,5 +30,7 @@ def backend_class(backend_type: str) -> type[Backend]:
     raise FlannelError(f"backend {backend_type!r} is not supported")
 
 
-def create_backend(config: NetworkConfig, ext: ExternalInterface, **options: Any) -> Backend:
-    return backend_class(config.backend.type)(config, ext, **options)
+def create_backend(
+    config: NetworkConfig, ext: ExternalInterface, settings: BackendSettings | None = None
+) -> Backend:
+    return backend_class(config.backend.type)(config, ext, settings)

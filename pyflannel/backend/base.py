@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from pyflannel.backend.direct import DirectRoutes
 from pyflannel.backend.netlink import Kernel
+from pyflannel.backend.settings import BackendSettings
 from pyflannel.config import NetworkConfig
 from pyflannel.iface import ExternalInterface
 from pyflannel.subnet.lease import Lease, LeaseAttrs, lease_backend_type
@@ -33,10 +34,15 @@ class Backend(ABC):
     overhead: ClassVar[int] = 0
 
     def __init__(
-        self, config: NetworkConfig, ext: ExternalInterface, kernel: Kernel | None = None
+        self,
+        config: NetworkConfig,
+        ext: ExternalInterface,
+        settings: BackendSettings | None = None,
+        kernel: Kernel | None = None,
     ) -> None:
         self.config = config
         self.ext = ext
+        self.settings = settings if settings is not None else BackendSettings()
         self.kernel = kernel if kernel is not None else Kernel()
         self.own_lease: Lease | None = None
         self.repairs = 0  # kernel entries put back by reconcile (a metric)

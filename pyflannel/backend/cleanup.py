@@ -22,10 +22,9 @@ _FIXED_DEVICES = ("flannel0", "flannel.ipip")
 
 def flannel_devices(kernel: Kernel) -> list[str]:
     names = []
-    for link in kernel.ipr.get_links():
-        name = str(link.get_attr("IFLA_IFNAME"))
+    for index, name in kernel.link_names():
         if name in _FIXED_DEVICES or (
-            name.startswith("flannel.") and kernel.link_kind(link["index"]) == "vxlan"
+            name.startswith("flannel.") and kernel.link_kind(index) == "vxlan"
         ):
             names.append(name)
     return names
@@ -50,7 +49,11 @@ def remove_stale_devices(
         if name != keep_device:
             kernel.delete_link(name)
             removed.append(f"device {name}")
-    if ext_index is not None and not keep_fast_path and remove_decap_filter(ext_index, kernel.ipr):
+    if (
+        ext_index is not None
+        and not keep_fast_path
+        and remove_decap_filter(ext_index, kernel.tc_socket)
+    ):
         removed.append("eBPF decap filter on the external interface")
     _log_removed(removed)
     return removed

@@ -70,9 +70,7 @@ class IpipBackend(TunBackend):
                 return False
             self.kernel.delete_link(DEVICE)
         try:
-            self.kernel.ipr.link(
-                "add", ifname=DEVICE, kind="ipip", ipip_local=str(self.ext.iface_addr)
-            )
+            self.kernel.add_link(DEVICE, "ipip", ipip_local=str(self.ext.iface_addr))
         except NetlinkError as exc:
             if exc.code in _NO_LINK_KIND:
                 return False
@@ -93,7 +91,7 @@ class IpipBackend(TunBackend):
     def _kernel_supports_ipip(self) -> bool:
         probe = "flannel.ipprobe"
         try:
-            self.kernel.ipr.link("add", ifname=probe, kind="ipip")
+            self.kernel.add_link(probe, "ipip")
         except NetlinkError:
             return False
         self.kernel.delete_link(probe)

@@ -105,6 +105,21 @@ class Kernel:
 
     # -- links ------------------------------------------------------------------------------
 
+    def add_link(self, name: str, kind: str, **attrs: Any) -> None:
+        """Create a link; NetlinkError (e.g. EOPNOTSUPP: no such link kind) goes to the caller."""
+        self.ipr.link("add", ifname=name, kind=kind, **attrs)
+
+    def link_names(self) -> list[tuple[int, str]]:
+        """(index, name) of every link."""
+        return [
+            (int(link["index"]), str(link.get_attr("IFLA_IFNAME"))) for link in self.ipr.get_links()
+        ]
+
+    @property
+    def tc_socket(self) -> IPRoute:
+        """The socket for tc (the eBPF filters), which this facade does not wrap."""
+        return self.ipr
+
     def link_index(self, name: str) -> int | None:
         found = self.ipr.link_lookup(ifname=name)
         return int(found[0]) if found else None

@@ -42,13 +42,12 @@ class TunBackend(Backend):
     device: str
     persistent_tun: ClassVar[bool] = True
 
-    def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.index = 0
         self.peers: dict[ipaddress.IPv4Network, Lease] = {}
         self._process: BaseProcess | None = None
         self._control: Connection | None = None
-        self.want_fast_path = fast_path
         self.fast_path: FastPath | None = None
 
     # -- device and pump ----------------------------------------------------------------------
@@ -60,9 +59,7 @@ class TunBackend(Backend):
             self.kernel.delete_link(self.device)
             index = None
         if index is None:
-            self.kernel.ipr.link(
-                "add", ifname=self.device, kind="tuntap", mode="tun", ifr={"no_pi": True}
-            )
+            self.kernel.add_link(self.device, "tuntap", mode="tun", ifr={"no_pi": True})
             index = self.kernel.link_index(self.device)
             if index is None:
                 raise FlannelError(f"{self.type}: could not create TUN device {self.device}")
@@ -110,7 +107,7 @@ class TunBackend(Backend):
     def start_fast_path(self) -> None:
         """Known peers' packets in the kernel; the pump stays for the rest (and as fallback)."""
         self.stop_fast_path()
-        if not self.want_fast_path:
+        if not self.settings.userspace_fast_path:
             log.info("%s data path: the packet pump (--userspace-fast-path=false)", self.type)
             return
         layout = Layout(
@@ -124,7 +121,7 @@ class TunBackend(Backend):
         )
         try:
             fast_path = FastPath(layout)
-            fast_path.attach(self.kernel.ipr)
+            fast_path.attach(self.kernel.tc_socket)
         except FastPathUnavailable as exc:
             log.warning(
                 "%s data path: the packet pump only; the kernel refused the eBPF fast path (%s)",

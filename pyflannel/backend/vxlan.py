@@ -43,7 +43,7 @@ class VxlanBackend(Backend):
     type = "vxlan"
     overhead = OVERHEAD["vxlan"]
 
-    def __init__(self, *args: Any, disable_tx_checksum: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         options = self.config.backend.options
         self.vni: int = options["VNI"]
@@ -53,7 +53,6 @@ class VxlanBackend(Backend):
         self.gbp: bool = options["GBP"]
         self.ifname = f"flannel.{self.vni}"
         self.device = self.ifname
-        self.disable_tx_checksum = disable_tx_checksum
         self.index = 0
         self.mac = ""
         self.applied: dict[ipaddress.IPv4Network, VxlanPeer | None] = {}  # None: direct route
@@ -88,7 +87,7 @@ class VxlanBackend(Backend):
         self.index = index
         self.mac = str(self.kernel.link(index).get_attr("IFLA_ADDRESS")).lower()
         self.kernel.set_up(index, mtu=self.mtu())
-        if self.disable_tx_checksum:
+        if self.settings.vxlan_disable_tx_checksum:
             self._disable_tx_checksum()
 
     def _device_matches(self, index: int) -> bool:
@@ -105,8 +104,6 @@ class VxlanBackend(Backend):
 
     def _create_device(self, mac: str | None) -> None:
         kwargs: dict[str, Any] = {
-            "ifname": self.ifname,
-            "kind": "vxlan",
             "vxlan_id": self.vni,
             "vxlan_local": str(self.ext.iface_addr),
             "vxlan_port": self.port,
@@ -118,7 +115,7 @@ class VxlanBackend(Backend):
         if mac:
             kwargs["address"] = mac
         try:
-            self.kernel.ipr.link("add", **kwargs)
+            self.kernel.add_link(self.ifname, "vxlan", **kwargs)
         except Exception as exc:
             raise FlannelError(
                 f"vxlan: cannot create {self.ifname} (VNI {self.vni}, port {self.port}): {exc}; "
