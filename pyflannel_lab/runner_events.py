@@ -6,6 +6,7 @@ verify tests); these turn its event stream into what they assert on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,17 @@ def runner_report(events: list[dict[str, Any]]) -> dict[str, Any]:
                 for host in data.get("processed", {})
             }
     return report
+
+
+def report_failures(report: dict[str, Any]) -> list[str]:
+    """The failed or unreachable tasks of a runner_report: "play / task on host: message"."""
+    return [
+        f"{play['play']['name']} / {task['task']['name']} on {host}: {result.get('msg', '')}"
+        for play in report["plays"]
+        for task in play["tasks"]
+        for host, result in task["hosts"].items()
+        if result.get("failed") or result.get("unreachable")
+    ]
 
 
 def _result(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +109,18 @@ def run_ansible(
         runner_mode="subprocess",
         quiet=True,
     )
+    return AnsibleRun(rc, stdout, stderr, read_events(private_data_dir))
+
+
+def read_events(private_data_dir: Path) -> list[dict[str, Any]]:
+    """The events ansible-runner has written so far under private_data_dir, in order.
+
+    Its callback writes each event's file as it happens, so this also reads a run in progress
+    (a file being written is passed over until it is whole)."""
     events: list[dict[str, Any]] = []
     for job_events in sorted(private_data_dir.glob("artifacts/*/job_events")):
         for path in job_events.glob("*.json"):
-            events.append(json.loads(path.read_text()))
+            with contextlib.suppress(ValueError, FileNotFoundError):
+                events.append(json.loads(path.read_text()))
     events.sort(key=lambda event: int(event.get("counter", 0)))
-    return AnsibleRun(rc, stdout, stderr, events)
+    return events

@@ -36,11 +36,12 @@ usage() {
 }
 
 # ansible-playbook with the community.docker and ansible.posix collections (the ansible
-# package), from the provision extra of pyproject.toml.
+# package) and ansible-runner (pyflannel_lab.lab_site drives it), from the provision extra of
+# pyproject.toml.
 ensure_python_packages() {
     if command -v ansible-playbook >/dev/null 2>&1 &&
-        python3 -c 'import ansible_collections.community.docker, ansible_collections.ansible.posix' \
-            >/dev/null 2>&1; then
+        python3 -c 'import ansible_collections.community.docker, ansible_collections.ansible.posix
+import ansible_runner' >/dev/null 2>&1; then
         return 0
     fi
     log "installing the provisioner's Python packages (pip install -e '.[provision]')"
@@ -115,9 +116,9 @@ run_site() {
     # report changed=1. A failed playbook stops this script before the report is printed.
     # The agent the flannel role installs: this tree's wheelhouse (make dist).
     bash "$REPO/scripts/build-dist.sh" wheelhouse || die "could not build dist/wheelhouse"
-    log "ansible-playbook -i inventory/lab site.yml -e flannel_network_backend=$backend"
-    (cd "$REPO" && ANSIBLE_CONFIG="$REPO/ansible.cfg" \
-        ansible-playbook -i inventory/lab site.yml -e "flannel_network_backend=$backend")
+    log "ansible-playbook -i inventory/lab site.yml -e flannel_network_backend=$backend (ansible-runner)"
+    # Plays and failures as they happen, then changed/failed per node from the runner's events.
+    (cd "$REPO" && python3 -m pyflannel_lab.lab_site "$backend")
 }
 
 # One line per node: its underlay address, subnet, MTU (subnet.env) and the backend of its

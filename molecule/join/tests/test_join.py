@@ -42,13 +42,9 @@ def site(*inventories: Path, limit: str = "") -> tuple[int, dict[str, Any], floa
 
 
 def failures(report: dict[str, Any]) -> list[str]:
-    return [
-        f"{play['play']['name']} / {task['task']['name']} on {host}: {result.get('msg', '')}"
-        for play in report["plays"]
-        for task in play["tasks"]
-        for host, result in task["hosts"].items()
-        if result.get("failed") or result.get("unreachable")
-    ]
+    from pyflannel_lab.runner_events import report_failures
+
+    return report_failures(report)
 
 
 def plays_run_on(report: dict[str, Any], host: str) -> list[str]:
