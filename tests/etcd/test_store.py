@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from pyflannel.errors import CompactedError, StoreError, StoreUnavailableError, UsageError
+from pyflannel.errors import (
+    CompactedError,
+    SettingError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
+from pyflannel.flags import usage_message
 from pyflannel.store import Store, StoreTlsError, Watch, WatchBatch, WatchEvent
 from tests.etcd_harness import (
     EtcdCluster,
@@ -422,8 +429,12 @@ def test_no_reachable_endpoint_is_store_unavailable(store_for: StoreFor) -> None
 
 
 def test_bad_endpoint_url_is_usage_error(store_for: StoreFor) -> None:
-    with pytest.raises(UsageError, match="--etcd-endpoints"):
+    # The store names the setting by its key; the agent and flannelctl print their flag.
+    with pytest.raises(SettingError, match="is not an http:// or https:// URL") as caught:
         store_for(["127.0.0.1:2379"])
+    assert isinstance(caught.value, UsageError)
+    assert caught.value.setting == "endpoints"
+    assert usage_message(caught.value).startswith("--etcd-endpoints: '127.0.0.1:2379'")
 
 
 def test_cluster_failover_when_member_in_use_stops(
