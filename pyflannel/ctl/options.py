@@ -22,12 +22,16 @@ class _Common:
 
     key: str
     flag: str
-    dest: str
     convert: Callable[[str], Any]
     help: str
     metavar: str
     default: str | None = None
     aliases: tuple[str, ...] = ()
+
+    @property
+    def dest(self) -> str:
+        # The argparse destination, named like DaemonOptions' field.
+        return "etcd_" + self.key
 
     @property
     def env_name(self) -> str:
@@ -38,7 +42,6 @@ _COMMON: tuple[_Common, ...] = tuple(
     _Common(
         option.key,
         option.long_flag,
-        "etcd_" + option.key,
         ETCD_CONVERTERS[option.kind],
         option.help,
         option.metavar.upper(),
