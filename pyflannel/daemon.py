@@ -265,7 +265,7 @@ class Agent:
                     self.backend.kernel,
                     keep_device=self.backend.device,
                     ext_index=self.backend.ext.index,
-                    keep_fast_path=getattr(self.backend, "fast_path", None) is not None,
+                    keep_fast_path=self.backend.fast_path_attached(),
                 )
                 stale_devices_at = None
             if now >= renew_at:
@@ -486,7 +486,7 @@ class Agent:
         if self._monitor is None:
             return True
         # Our device only: the external interface's ARP churn is not ours (its routes are).
-        devices = {index for index in (getattr(self.backend, "index", 0),) if index}
+        devices = {index for index in (self.backend.device_index(),) if index}
         return self._monitor.changed(devices)
 
     def _forget_own_changes(self) -> None:

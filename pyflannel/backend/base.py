@@ -57,6 +57,15 @@ class Backend(ABC):
         # Peers of another backend routed directly (apply_mixed_peer).
         self.mixed: set[ipaddress.IPv4Network] = set()
 
+    def device_index(self) -> int:
+        """The ifindex of `device` once prepared; 0 without one (host-gw)."""
+        return 0
+
+    def fast_path_attached(self) -> bool:
+        """True while an eBPF fast path (userspace backends) holds the external interface's
+        decap filter: the stale-device cleanup must leave that filter alone."""
+        return False
+
     def routes_via_external(self) -> bool:
         """True when peers may be routed straight through the external interface."""
         return bool(self.config.backend.options.get("DirectRouting", False))

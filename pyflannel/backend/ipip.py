@@ -18,9 +18,9 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from pyflannel.backend.base import Backend
 from pyflannel.backend.netlink import Route
-from pyflannel.backend.pump import PumpSpec
-from pyflannel.backend.userspace import TunBackend
+from pyflannel.backend.userspace import TunDataPath, TunSpec
 from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
 
@@ -30,30 +30,43 @@ DEVICE = "flannel.ipip"
 _NO_LINK_KIND = {errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL, errno.ENODEV}
 
 
-class IpipBackend(TunBackend):
+class IpipBackend(Backend):
     type = "ipip"
-    mode = "ipip"
     device = DEVICE
     overhead = OVERHEAD["ipip"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct_routing: bool = self.config.backend.options["DirectRouting"]
-        self.kernel_mode = False
+        self.index = 0  # the kernel ipip device's
+        # The userspace data path, on kernels without the ipip link kind (chosen in prepare).
+        self.tun: TunDataPath | None = None
+
+    def device_index(self) -> int:
+        return self.tun.index if self.tun is not None else self.index
+
+    def fast_path_attached(self) -> bool:
+        return self.tun is not None and self.tun.fast_path is not None
 
     # -- device -------------------------------------------------------------------------------
 
     def prepare(self) -> LeaseAttrs:
-        self.kernel_mode = self._ensure_kernel_device()
-        if self.kernel_mode:
+        if self._ensure_kernel_device():
             log.info("ipip: using the kernel's ipip device %s", DEVICE)
+            self.tun = None
         else:
             log.warning(
                 "ipip: this kernel has no ipip link kind; using the userspace IPIP data path "
                 "(TUN %s + raw protocol-4 socket, wire-compatible, slower)",
                 DEVICE,
             )
-            self.ensure_tun()
+            spec = TunSpec(
+                backend_type=self.type, mode="ipip", device=DEVICE, mtu=self.mtu(), persistent=True
+            )
+            self.tun = TunDataPath(
+                spec, config=self.config, ext=self.ext, settings=self.settings, kernel=self.kernel
+            )
+            self.tun.ensure_device()
         return self.lease_attrs()
 
     def _ensure_kernel_device(self) -> bool:
@@ -97,74 +110,65 @@ class IpipBackend(TunBackend):
         self.kernel.delete_link(probe)
         return True
 
-    def pump_spec(self, lease: Lease) -> PumpSpec:
-        return PumpSpec(
-            mode="ipip",
-            tun_name=DEVICE,
-            network=str(self.config.network),
-            subnet_len=self.config.subnet_len,
-            bind_ip=str(self.ext.iface_addr),
-            tunnel_ip=str(lease.subnet.network_address),
-        )
-
     def activate(self, lease: Lease) -> None:
-        if self.kernel_mode:
-            self.own_lease = lease
-            address = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
-            self.kernel.ensure_address(self.index, address)
+        self.own_lease = lease
+        if self.tun is not None:
+            self.tun.activate(lease)
             return
-        super().activate(lease)
+        address = ipaddress.IPv4Interface((lease.subnet.network_address, 32))
+        self.kernel.ensure_address(self.index, address)
 
     # -- peers --------------------------------------------------------------------------------
 
     def _route(self, lease: Lease) -> Route:
-        return Route(lease.subnet, lease.attrs.public_ip, self.index, onlink=True)
+        return Route(lease.subnet, lease.attrs.public_ip, self.device_index(), onlink=True)
 
     def _tunnelled(self, lease: Lease) -> bool:
         return not (self.direct_routing and self.direct.reachable(lease))
+
+    def _untunnel(self, subnet: ipaddress.IPv4Network) -> None:
+        if self.tun is not None:
+            self.tun.forget(subnet)
 
     def apply_peer(self, lease: Lease) -> None:
         if not self.serves(lease):
             self.apply_mixed_peer(lease)  # replaces the route into our device: no gap
             self.kernel.route_delete(self._route(lease))  # (gone, unless the peer is unreachable)
-            if not self.kernel_mode:
-                self.pump_forget(lease.subnet)
+            self._untunnel(lease.subnet)
             return
         self.mixed.discard(lease.subnet)
         if not self._tunnelled(lease):
             self.kernel.route_delete(self._route(lease))
             self.direct.apply(lease)
-            if not self.kernel_mode:
-                self.pump_forget(lease.subnet)
+            self._untunnel(lease.subnet)
             return
         self.kernel.route_replace(self._route(lease))  # takes over a direct route, if any
         self.direct.remove(lease.subnet)
-        if not self.kernel_mode:
-            super().apply_peer(lease)
+        if self.tun is not None:
+            self.tun.carry(lease)
 
     def remove_peer(self, lease: Lease) -> None:
         self.kernel.route_delete(self._route(lease))
         self.mixed.discard(lease.subnet)
         self.direct.remove(lease.subnet)
-        if not self.kernel_mode:
-            self.pump_forget(lease.subnet)
+        self._untunnel(lease.subnet)
 
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
         mine, mixed = self.split_peers(peers)
         self.mixed = set(mixed)
         tunnelled = {s: lease for s, lease in mine.items() if self._tunnelled(lease)}
         direct = {s: lease for s, lease in peers.items() if s not in tunnelled}
-        if self.kernel_mode:
-            if self.kernel.link_index(DEVICE) != self.index:
-                log.warning("%s is gone; recreating it", DEVICE)
-                self._ensure_kernel_device()
-                if self.own_lease is not None:
-                    self.activate(self.own_lease)
-                self.repairs += 1
-        else:
-            self.reconcile_pump(tunnelled)
+        if self.tun is not None:
+            self.repairs += self.tun.reconcile(tunnelled)
+        elif self.kernel.link_index(DEVICE) != self.index:
+            log.warning("%s is gone; recreating it", DEVICE)
+            self._ensure_kernel_device()
+            if self.own_lease is not None:
+                self.activate(self.own_lease)
+            self.repairs += 1
         self.repairs += self.direct.sync(direct)
-        current = {r.dst: r for r in self.kernel.routes(self.config.network, oif=self.index)}
+        index = self.device_index()
+        current = {r.dst: r for r in self.kernel.routes(self.config.network, oif=index)}
         for dst, route in current.items():
             if dst not in tunnelled:
                 self.kernel.route_delete(route)
@@ -173,3 +177,12 @@ class IpipBackend(TunBackend):
             if current.get(subnet) != self._route(lease):
                 self.kernel.route_replace(self._route(lease))
                 self.repairs += 1
+
+    def metrics(self) -> dict[str, float]:
+        values = super().metrics()
+        return values | self.tun.metrics() if self.tun is not None else values
+
+    def close(self) -> None:
+        if self.tun is not None:
+            self.tun.stop()
+        super().close()

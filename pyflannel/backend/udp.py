@@ -9,28 +9,38 @@ this node onto flannel1 behind a dead flannel0 route.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from pyflannel.backend.netlink import Route
-from pyflannel.backend.pump import PumpSpec
-from pyflannel.backend.userspace import TunBackend
+from pyflannel.backend.base import Backend
+from pyflannel.backend.userspace import TunDataPath, TunSpec
 from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
 
 log = logging.getLogger(__name__)
 
 
-class UdpBackend(TunBackend):
+class UdpBackend(Backend):
     type = "udp"
-    mode = "udp"
     device = "flannel0"
     overhead = OVERHEAD["udp"]
-    persistent_tun = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.port: int = self.config.backend.options["Port"]
+        spec = TunSpec(
+            backend_type=self.type,
+            mode="udp",
+            device=self.device,
+            mtu=self.mtu(),
+            persistent=False,
+            port=self.config.backend.options["Port"],
+            route_network=True,  # one route for the whole Network, as flanneld's
+        )
+        self.tun = TunDataPath(
+            spec, config=self.config, ext=self.ext, settings=self.settings, kernel=self.kernel
+        )
 
     def serves(self, lease: Lease) -> bool:
         # flanneld's udp leases carry no BackendType; "udp" is what pyflannel wrote before it
@@ -39,27 +49,42 @@ class UdpBackend(TunBackend):
         # we route those directly, see Backend.apply_mixed_peer.)
         return lease.attrs.backend_type in ("", self.type)
 
+    def device_index(self) -> int:
+        return self.tun.index
+
+    def fast_path_attached(self) -> bool:
+        return self.tun.fast_path is not None
+
     def prepare(self) -> LeaseAttrs:
-        self.ensure_tun()
+        self.tun.ensure_device()
         return self.lease_attrs()
 
-    def install_routes(self, lease: Lease) -> None:
-        # One route for the whole Network; our own subnet is more specific (docker0) and wins.
-        self.kernel.route_replace(Route(self.config.network, None, self.index, onlink=False))
+    def activate(self, lease: Lease) -> None:
+        self.own_lease = lease
+        self.tun.activate(lease)
+
+    def apply_peer(self, lease: Lease) -> None:
+        if not self.serves(lease):
+            self.apply_mixed_peer(lease)  # more specific than the Network's route into flannel0
+            self.tun.forget(lease.subnet)
+            return
+        self.tun.carry(lease)
+        self.forget_mixed_peer(lease.subnet)  # the pump carries it now
+
+    def remove_peer(self, lease: Lease) -> None:
+        self.forget_mixed_peer(lease.subnet)
+        self.tun.forget(lease.subnet)
+
+    def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        own, mixed = self.split_peers(peers)
+        self.repairs += self.tun.reconcile(own)
+        self.mixed = set(mixed)
+        self.repairs += self.direct.sync(mixed)
+
+    def metrics(self) -> dict[str, float]:
+        return super().metrics() | self.tun.metrics()
 
     def close(self) -> None:
-        super().close()
+        self.tun.stop()
         log.info("%s goes with the packet pump (not persistent, as flanneld's)", self.device)
-
-    def pump_spec(self, lease: Lease) -> PumpSpec:
-        return PumpSpec(
-            mode="udp",
-            tun_name=self.device,
-            network=str(self.config.network),
-            subnet_len=self.config.subnet_len,
-            bind_ip=str(self.ext.iface_addr),
-            port=self.port,
-            tunnel_ip=str(lease.subnet.network_address),
-            persistent=False,
-            underlay_index=self.ext.index,
-        )
+        super().close()

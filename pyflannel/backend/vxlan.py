@@ -57,6 +57,9 @@ class VxlanBackend(Backend):
         self.mac = ""
         self.applied: dict[ipaddress.IPv4Network, VxlanPeer | None] = {}  # None: direct route
 
+    def device_index(self) -> int:
+        return self.index
+
     def mtu(self) -> int:
         underlay = self.config.backend.options["MTU"] or self.ext.mtu
         return int(underlay) - self.overhead
