@@ -117,16 +117,20 @@ class AgentCluster:
         hosts: int = 3,
         prefix: str = "pfd",
         wire_like: bool = False,
+        containers: bool = True,
         **kwargs: Any,
     ) -> Iterator[AgentCluster]:
-        """A fresh lab with etcd and converged agents; everything is taken down afterwards."""
+        """A fresh lab with etcd and converged agents; everything is taken down afterwards.
+
+        containers False: no lab bridge and containers (a CNI plugin makes the pods' bridge).
+        """
         lab = Lab(name_prefix=f"{prefix}{secrets.token_hex(2)}", hosts=hosts, wire_like=wire_like)
         try:
             lab.up()
             lab.start_etcd()
             cluster = cls(lab, backend, **kwargs)
             cluster.put_config()
-            cluster.start_all(one_by_one=bool(cluster.flanneld_hosts()))
+            cluster.start_all(one_by_one=bool(cluster.flanneld_hosts()), containers=containers)
             yield cluster
         finally:
             lab.down()
@@ -173,8 +177,11 @@ class AgentCluster:
         *,
         one_by_one: bool = False,
         order: Sequence[int] | None = None,
+        containers: bool = True,
     ) -> None:
         """Start every agent, give each host its containers, wait until all pairs ping.
+
+        containers False: only start the agents and wait until each is ready.
 
         one_by_one: each agent is ready (a flanneld one also watching) before the next
         starts. flanneld v0.20.2 reads only the first event of each etcd watch response and
@@ -192,6 +199,8 @@ class AgentCluster:
                 time.sleep(FLANNELD_WATCH_SETTLE)
         for i in self.agents:
             self.wait_ready(i, timeout)
+        if not containers:
+            return
         for i in self.agents:
             self.lab.add_container_bridge(i, str(self.subnet(i)))
             self.lab.set_container_mtu(i, self.mtu(i))

@@ -39,7 +39,8 @@ Node = int | str
 
 
 def _lab_ns_re(prefix: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(prefix)}-(sw|h\d+(c\d+)?)$")
+    # sw, hosts h<i>, their containers h<i>c<j> and CNI pods p<i>-<name> (pyflannel_lab.cni).
+    return re.compile(rf"^{re.escape(prefix)}-(sw|h\d+(c\d+)?|p\d+-[a-z0-9]+)$")
 
 
 def lab_namespaces(prefix: str) -> list[str]:

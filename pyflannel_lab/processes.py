@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,26 @@ class LabProcesses(LabLayout):
         return ["ip", "netns", "exec", self.ns(node), *cmd]
 
     def run(
-        self, node: Node, *cmd: str, check: bool = True, timeout: float = 30.0
+        self,
+        node: Node,
+        *cmd: str,
+        check: bool = True,
+        timeout: float = 30.0,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a lab namespace and wait for it (bounded by timeout)."""
+        """Run a command inside a lab namespace and wait for it (bounded by timeout).
+
+        env: variables added to this process's environment; stdin: the command's input.
+        """
         return subprocess.run(
             self._exec_cmd(node, cmd),
             capture_output=True,
             text=True,
             check=check,
             timeout=timeout,
-            env={**os.environ, "ETCDCTL_API": "3"},
+            env={**os.environ, "ETCDCTL_API": "3", **(env or {})},
+            input=stdin,
         )
 
     def popen(self, node: Node, *cmd: str, log_path: str | Path) -> subprocess.Popen[bytes]:

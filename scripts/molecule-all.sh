@@ -141,6 +141,13 @@ main() {
         case $result in *FAILED*) failed=$((failed + 1)) ;; *) passed=$((passed + 1)) ;; esac
     done
     log "total $((SECONDS - total_start))s in $lanes lanes"
+    # Last, where a CI log's tail shows them: the failed tests and their assertion lines.
+    for s in "${RUN[@]}"; do
+        case $(cat "$LOG_DIR/$s.result" 2>/dev/null) in *passed*) continue ;; esac
+        log "$s: failed tests and assertions (full log: $LOG_DIR/$s.log):"
+        sed 's/\x1b\[[0-9;]*m//g' "$LOG_DIR/$s.log" |
+            grep -E '(FAILED|ERROR) tests/|[│|] +E  |fatal: \[' | head -n 25
+    done
     # A plain closing line CI can count: scenarios passed and failed.
     echo "molecule: ${passed} passed, ${failed} failed"
     [ "$failed" = 0 ]
