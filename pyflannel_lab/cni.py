@@ -128,6 +128,35 @@ class CniHost:
         )
         return CniCall(done.returncode, done.stdout, done.stderr)
 
+    def nsenter(
+        self, *argv: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run in the host's network namespace only: `ip netns exec` would also give it a mount
+        namespace of its own, hiding the namespaces it creates (`ip netns add`) from the rest."""
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.lab.host_ns(self.host)}", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+        )
+
+    def pod_tool(self, action: str, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        """`pyflannel-cni pod ACTION NAME` with this host's config list and plugin path."""
+        conflist = str(self.config_dir / "10-flannel.conflist")
+        return self.nsenter(
+            str(self.bin_dir / "flannel"),
+            "pod",
+            action,
+            name,
+            "--conflist",
+            conflist,
+            "--cni-path",
+            self.path,
+            *extra,
+        )
+
     def pod_ns(self, name: str) -> str:
         return f"{self.lab.prefix}-p{self.host}-{name}"
 
@@ -175,19 +204,11 @@ class Podman:
 
     def podman(self, *args: str, check: bool = True, timeout: float = 60.0) -> str:
         # nsenter, not `ip netns exec`: that remounts /sys, and runc then finds no cgroups.
-        done = subprocess.run(
-            [
-                "nsenter",
-                f"--net=/run/netns/{self.cni.lab.host_ns(self.cni.host)}",
-                "podman",
-                f"--network-config-dir={self.cni.config_dir}",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            env={**os.environ, "CONTAINERS_CONF": str(self.conf)},
+        done = self.cni.nsenter(
+            "podman",
+            f"--network-config-dir={self.cni.config_dir}",
+            *args,
+            env={"CONTAINERS_CONF": str(self.conf)},
         )
         if check and done.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)}: {done.stdout}{done.stderr}")

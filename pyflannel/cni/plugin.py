@@ -80,6 +80,10 @@ COMMANDS: dict[str, Callable[[Invocation, FlannelNetConf], str]] = {
 
 
 def main() -> int:
+    if len(sys.argv) > 1:  # an operator's `pod add|del`: runtimes pass no arguments
+        from pyflannel.cni.pods import main as pods_main
+
+        return pods_main(sys.argv[1:])
     version = LATEST
     try:
         invocation = Invocation.from_environment()

@@ -185,3 +185,34 @@ def test_podman_containers_on_cni0_ping_across_hosts(
         name, _ = ips[i]
         out = podmen[i].exec(name, "ping", "-c", "3", "-W", "2", ips[j][1], check=False)
         assert " 0% packet loss" in out, f"{name} -> {ips[j][1]} ({cluster.backend}): {out}"
+
+
+def test_pod_command_networks_a_test_pod_from_the_config_list_and_removes_it(
+    cluster: AgentCluster, hosts: dict[int, CniHost]
+) -> None:
+    """`pyflannel-cni pod add|del NAME`: what the provisioner's overlay check runs on nodes."""
+    pods = {}
+    for i, host in hosts.items():
+        host.write_conflist()
+        name = host.pod_ns("tool")
+        done = host.pod_tool("add", name)
+        assert done.returncode == 0, done.stderr
+        pod = json.loads(done.stdout)
+        assert ipaddress.IPv4Address(pod["ip"]) in cluster.subnet(i)
+        assert pod["mtu"] == cluster.mtu(i)
+        pods[i] = (name, pod["ip"])
+    try:
+        done = pod_ping(pods[1][0], pods[2][1])
+        assert done.returncode == 0, done.stdout
+    finally:
+        for i, (name, _) in pods.items():
+            for removed in (True, False):  # a second del finds nothing, and says so
+                done = hosts[i].pod_tool("del", name)
+                assert done.returncode == 0, done.stderr
+                assert json.loads(done.stdout) == {"name": name, "removed": removed}
+            assert not Path(f"/run/netns/{name}").exists()
+    broken = hosts[1].pod_tool("add", "x", "--conflist", "/nonexistent")
+    assert broken.returncode == 1
+    assert broken.stderr.strip() == (
+        "pyflannel-cni: cannot read /nonexistent: No such file or directory"
+    )

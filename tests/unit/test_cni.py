@@ -15,6 +15,7 @@ import pytest
 
 from pyflannel.cni.netconf import delegate_config, parse_netconf
 from pyflannel.cni.protocol import SUPPORTED_VERSIONS, CniError, Invocation
+from pyflannel.pools import shared_pools
 from pyflannel.subnetenv import SubnetEnv
 
 LEASE = SubnetEnv(
@@ -225,3 +226,31 @@ def test_check_is_refused_before_040(tmp_path: Path) -> None:
     environ = call_env("CHECK", tmp_path)
     rc, out = run_plugin(environ, netconf(dataDir=str(tmp_path)))
     assert rc == 1 and out["code"] == 1 and "CHECK needs cniVersion 0.4.0" in out["msg"]
+
+
+@pytest.mark.parametrize(
+    ("gateway", "docker", "start", "end"),
+    [
+        ("10.5.3.1/24", "10.5.3.0/25", "10.5.3.128", "10.5.3.254"),
+        ("10.5.0.1/20", "10.5.0.0/21", "10.5.8.0", "10.5.15.254"),
+        ("10.5.3.1/29", "10.5.3.0/30", "10.5.3.4", "10.5.3.6"),
+    ],
+)
+def test_shared_pools_split_the_lease_in_halves(
+    gateway: str, docker: str, start: str, end: str
+) -> None:
+    pools = shared_pools(ipaddress.IPv4Interface(gateway))
+    assert str(pools.docker_fixed_cidr) == docker
+    assert (str(pools.cni_range_start), str(pools.cni_range_end)) == (start, end)
+    # The CNI pool is valid for the plugin: inside the lease, not its broadcast address.
+    config = netconf(ipam={"rangeStart": start, "rangeEnd": end})
+    lease = SubnetEnv(
+        ipaddress.IPv4Network("10.5.0.0/16"), ipaddress.IPv4Interface(gateway), 1450, True
+    )
+    pool = delegate_config(parse_netconf(config), lease)["ipam"]["ranges"][0][0]
+    assert (pool["rangeStart"], pool["rangeEnd"]) == (start, end)
+
+
+def test_a_lease_too_small_to_share_is_named() -> None:
+    with pytest.raises(ValueError, match=r"lease 10.5.3.0/30 is too small to share"):
+        shared_pools(ipaddress.IPv4Interface("10.5.3.1/30"))
