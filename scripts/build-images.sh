@@ -209,9 +209,16 @@ customize_rootfs() {
 
 build_node_image() {
     local rootfs="$BUILD/node-rootfs" cache="$BUILD/debootstrap-cache" mirror start
+    local rig_sum
+    rig_sum=$(sha256sum "$RIG_PACKAGES" | cut -c1-16)
     if [ "$FORCE" = 0 ] && image_exists "$NODE_IMAGE"; then
-        log "$NODE_IMAGE present, reused ($(image_size "$NODE_IMAGE"))"
-        return 0
+        # An image whose apt cache lacks a package added to the list since is rebuilt.
+        if docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$NODE_IMAGE" |
+            grep -qx "PYFLANNEL_RIG_PACKAGES=$rig_sum"; then
+            log "$NODE_IMAGE present, reused ($(image_size "$NODE_IMAGE"))"
+            return 0
+        fi
+        log "$NODE_IMAGE predates scripts/rig-packages.txt's current list: rebuilding it"
     fi
     start=$SECONDS
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
@@ -228,7 +235,8 @@ build_node_image() {
     # container=docker tells systemd it runs in a container before it probes. (docker
     # import takes no STOPSIGNAL: run nodes with --stop-signal SIGRTMIN+3, systemd's halt.)
     tar -C "$rootfs" --numeric-owner -c . |
-        import_image "$NODE_IMAGE" -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker'
+        import_image "$NODE_IMAGE" -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' \
+            -c "ENV PYFLANNEL_RIG_PACKAGES=$rig_sum"
     remove_tree "$rootfs"
     log "$NODE_IMAGE built in $((SECONDS - start))s ($(image_size "$NODE_IMAGE"))"
 }

@@ -8,7 +8,7 @@
 # rolls an agent upgrade, SIGKILLs every flanneld and runs a roll that must stop
 # (molecule/live-switch/molecule.yml); day2-nodes runs remove-node, a rejoin, reset, a rebuild
 # and etcd 3 -> 1 -> 3 instead of the idempotence run; join adds a node with --limit.
-#   scripts/molecule-all.sh              default (vxlan), udp, host-gw, ipip, live-switch, join, day2-nodes
+#   scripts/molecule-all.sh              default (vxlan), cni, udp, host-gw, ipip, live-switch, join, day2-nodes
 #   scripts/molecule-all.sh udp ipip     only these
 #   PYFLANNEL_MOLECULE_SCENARIOS="udp ipip" scripts/molecule-all.sh   the same (make test-molecule)
 # Lanes: lane 1 uses PYFLANNEL_MOLECULE_PREFIX / _BRIDGE_PREFIX (pyflannel / pyfl), lane N
@@ -23,7 +23,7 @@ set -Euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Longest first, so the lanes end close together.
-SCENARIOS=(live-switch day2-nodes join default udp host-gw ipip)
+SCENARIOS=(live-switch day2-nodes join default cni udp host-gw ipip)
 JOBS=${PYFLANNEL_MOLECULE_JOBS:-2}
 PREFIX=${PYFLANNEL_MOLECULE_PREFIX:-pyflannel}
 BRIDGE_PREFIX=${PYFLANNEL_MOLECULE_BRIDGE_PREFIX:-pyfl}

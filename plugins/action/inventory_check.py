@@ -280,6 +280,30 @@ IMAGE = matches(
 )
 CONTAINER = matches(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "overlay-verify (a Docker container name)")
 
+
+def each_dir_absolute(value: Any) -> str | None:
+    """A colon-separated list of absolute directories (CNI_PATH)."""
+    parts = str(value).split(":")
+    relative = [part for part in parts if not part.startswith("/")]
+    return f"every directory must be an absolute path, not {relative[0]!r}" if relative else None
+
+
+# libcni's rule for network names.
+CNI_NETWORK = matches(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", "cbr0 (letters, digits, _ . -)")
+# Delegate keys the flannel plugin sets itself from the lease and the list.
+CNI_PLUGIN_OWNED = ("name", "cniVersion", "ipam")
+
+
+def cni_delegate(value: Any) -> str | None:
+    owned = [key for key in CNI_PLUGIN_OWNED if isinstance(value, Mapping) and key in value]
+    if owned:
+        return (
+            f"must not set {', '.join(owned)}: the flannel plugin sets them (name and cniVersion "
+            "from the list, ipam from the lease)"
+        )
+    return None
+
+
 # Variable -> the rules its value must follow beyond the argument spec's type and choices.
 RULES: dict[str, tuple[Check, ...]] = {
     # etcd
@@ -394,6 +418,18 @@ RULES: dict[str, tuple[Check, ...]] = {
     "docker_daemon_json": (absolute_path,),
     "docker_bridge": (IFNAME,),
     "docker_ready_timeout": (AT_LEAST_ONE,),
+    # cni
+    "cni_packages": (DEB_PACKAGES,),
+    "cni_apt_cache_valid_time": (NON_NEGATIVE,),
+    "cni_plugin_dir": (absolute_path,),
+    "cni_flannel_plugin": (absolute_path,),
+    "cni_config_dir": (absolute_path,),
+    "cni_conflist_file": (absolute_path, suffix(".conflist")),
+    "cni_network_name": (CNI_NETWORK,),
+    "cni_subnet_file": (absolute_path,),
+    "cni_data_dir": (absolute_path,),
+    "cni_delegate": (cni_delegate,),
+    "cni_docker_bridge": (IFNAME,),
     # overlay_verify
     "overlay_verify_packages": (DEB_PACKAGES,),
     "overlay_verify_apt_cache_valid_time": (NON_NEGATIVE,),
@@ -405,6 +441,11 @@ RULES: dict[str, tuple[Check, ...]] = {
     "overlay_verify_ping_interval": (positive,),
     "overlay_verify_ping_deadline": (AT_LEAST_ONE,),
     "overlay_verify_expected_mtu": (lambda v: None if v == 0 else in_range(68, 65535)(v),),
+    "overlay_verify_cni_tool": (absolute_path,),
+    "overlay_verify_cni_conflist": (absolute_path, suffix(".conflist")),
+    "overlay_verify_cni_path": (each_dir_absolute,),
+    "overlay_verify_cni_pod": (matches(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "overlay-verify"),),
+    "overlay_verify_cni_expected_mtu": (lambda v: None if v == 0 else in_range(68, 65535)(v),),
 }
 
 

@@ -26,6 +26,7 @@ try:
     from pyflannel.errors import ConfigError
     from pyflannel.etcd_options import DEFAULT_PREFIX
     from pyflannel.mtu import OVERHEAD, backend_mtu
+    from pyflannel.pools import shared_pools
     from pyflannel.subnet.lease import subnet_key
     from pyflannel.subnetenv import cidr_parser
 except ImportError as exc:  # the filters say it when called (a plugin load error names no fix)
@@ -138,6 +139,23 @@ def _dockerd(values: Mapping[str, Any], name: str, keys: tuple[str, str, str]) -
     return {"bip": settings.bip, "mtu": settings.mtu, "ip_masq": settings.ip_masq}
 
 
+def flannel_lease_shared_pools(lease: Mapping[str, Any]) -> dict[str, str]:
+    """{docker_fixed_cidr, cni_range_start, cni_range_end}: the halves of the lease (the flannel
+    role's flannel_lease_facts) that Docker and CNI pods sharing its bridge allocate from."""
+    name = "flannel_lease_shared_pools"
+    if not isinstance(lease, Mapping) or "gateway" not in lease:
+        raise AnsibleFilterError(f"{name}: expects the lease facts with a gateway, got {lease!r}")
+    try:
+        pools = shared_pools(cidr_parser(ipaddress.IPv4Interface)(str(lease["gateway"])))
+    except ValueError as exc:
+        raise AnsibleFilterError(f"{name}: gateway {lease['gateway']!r}: {exc}") from None
+    return {
+        "docker_fixed_cidr": str(pools.docker_fixed_cidr),
+        "cni_range_start": str(pools.cni_range_start),
+        "cni_range_end": str(pools.cni_range_end),
+    }
+
+
 def flannel_lease_key(subnet: Any, prefix: str | None = None) -> str:
     """'10.5.1.0/24' -> '/coreos.com/network/subnets/10.5.1.0-24' (the lease's etcd key)."""
     return subnet_key(prefix or DEFAULT_PREFIX, _network(subnet, "flannel_lease_key"))
@@ -218,6 +236,7 @@ class FilterModule:
             "flannel_gateway": flannel_gateway,
             "flannel_docker_opts": flannel_docker_opts,
             "flannel_lease_docker_opts": flannel_lease_docker_opts,
+            "flannel_lease_shared_pools": flannel_lease_shared_pools,
             "docker_daemon_settings": docker_daemon_settings,
             "flannel_lease_key": flannel_lease_key,
             "flannel_network_config": flannel_network_config,

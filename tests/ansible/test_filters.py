@@ -170,6 +170,19 @@ def test_docker_opts_from_the_lease_facts() -> None:
 # -- flannel_network_config ---------------------------------------------------------------
 
 
+def test_shared_pools_from_the_lease_facts() -> None:
+    lease = {"gateway": "10.5.3.1/24", "mtu": 1450, "ipmasq": False}
+    assert flannel.flannel_lease_shared_pools(lease) == {
+        "docker_fixed_cidr": "10.5.3.0/25",
+        "cni_range_start": "10.5.3.128",
+        "cni_range_end": "10.5.3.254",
+    }
+    with pytest.raises(AnsibleFilterError, match=r"'10.5.3.1/30': lease 10.5.3.0/30 is too small"):
+        flannel.flannel_lease_shared_pools({"gateway": "10.5.3.1/30"})
+    with pytest.raises(AnsibleFilterError, match="expects the lease facts with a gateway"):
+        flannel.flannel_lease_shared_pools({})
+
+
 def test_network_config_minimal_sets_only_given_keys() -> None:
     assert flannel.flannel_network_config("10.5.0.0/16") == {
         "Network": "10.5.0.0/16",
@@ -295,6 +308,7 @@ def test_filter_module_lists_every_filter() -> None:
         "flannel_gateway",
         "flannel_docker_opts",
         "flannel_lease_docker_opts",
+        "flannel_lease_shared_pools",
         "flannel_lease_key",
         "flannel_network_config",
         "docker_daemon_settings",

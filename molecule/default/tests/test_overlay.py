@@ -38,6 +38,13 @@ def _backend() -> str:
     return str(RUNNER.get_variables(testinfra_hosts[0])["flannel_network_backend"])
 
 
+def _networking() -> str:
+    """flannel_container_networking: docker (the role default), cni or both."""
+    return str(
+        RUNNER.get_variables(testinfra_hosts[0]).get("flannel_container_networking", "docker")
+    )
+
+
 def _etcdctl(host: Any, *args: str) -> str:
     # The member's etcdctl settings (endpoints, and with TLS the CA and admin certificate).
     cmd = host.run("set -a; . /etc/etcd/etcdctl.env; set +a; etcdctl " + " ".join(args))
@@ -149,6 +156,39 @@ def test_dockerd_flags_from_the_lease(host: Any) -> None:
         f"--ip-masq={masq}",
     ):
         assert flag in cmdline
+    # Shared with CNI pods: Docker allocates from the lower half of the lease only.
+    lower = next(ipaddress.IPv4Interface(env["FLANNEL_SUBNET"]).network.subnets(prefixlen_diff=1))
+    assert (f"--fixed-cidr={lower}" in cmdline) == (_networking() == "both"), cmdline
+
+
+def test_cni_plugin_and_config_list(host: Any) -> None:
+    """The cni role's work where CNI is on: the plugin link, the walk-through's list."""
+    if _networking() == "docker":
+        assert not host.file("/etc/cni/net.d/10-flannel.conflist").exists
+        return
+    link = host.file("/usr/lib/cni/flannel")
+    assert link.is_symlink and link.linked_to == "/opt/pyflannel/bin/pyflannel-cni"
+    assert host.file("/usr/lib/cni/bridge").exists  # Debian's standard plugins
+    conflist = json.loads(host.file("/etc/cni/net.d/10-flannel.conflist").content_string)
+    assert conflist["name"] == "cbr0" and conflist["cniVersion"] == "1.0.0"
+    flannel, portmap = conflist["plugins"]
+    assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}}
+    assert flannel["type"] == "flannel"
+    assert flannel["subnetFile"] == "/run/flannel/subnet.env"
+    shared = _networking() == "both"
+    assert flannel["delegate"] == {
+        "hairpinMode": True,
+        "isDefaultGateway": True,
+        "bridge": "docker0" if shared else "cni0",
+    }
+    if shared:
+        upper = list(
+            ipaddress.IPv4Interface(_subnet_env(host)["FLANNEL_SUBNET"]).network.subnets(1)
+        )[1]
+        assert flannel["ipam"] == {
+            "rangeStart": str(upper.network_address),
+            "rangeEnd": str(upper.broadcast_address - 1),
+        }
 
 
 def test_overlay_ping_matrix(tmp_path: Path) -> None:
@@ -173,8 +213,26 @@ def test_overlay_ping_matrix(tmp_path: Path) -> None:
         )
     )
     assert run.rc == 0, run.stdout[-4000:]
-    kind, check = results["Check every pair"]
-    nodes = len(testinfra_hosts)
-    assert kind == "runner_on_ok" and check["msg"] == f"all {nodes * (nodes - 1)} pairs ping", check
-    matrix = results["Print the ping matrix"][1]["msg"]
-    assert matrix and not any("FAIL" in str(row) for row in matrix), matrix
+    # One pass per kind of test endpoint: Docker's containers, CNI pods, or both.
+    checks = [
+        (event["event"], event["event_data"].get("res", {}).get("msg"))
+        for event in run.events
+        if event.get("event") in ("runner_on_ok", "runner_on_failed")
+        and event["event_data"].get("task") == "Check every pair"
+    ]
+    pairs = len(testinfra_hosts) * (len(testinfra_hosts) - 1)
+    expected = {
+        "docker": [f"all {pairs} pairs ping"],
+        "cni": [f"all {pairs} pairs ping (CNI pods)"],
+        "both": [f"all {pairs} pairs ping", f"all {pairs} pairs ping (CNI pods)"],
+    }[_networking()]
+    assert checks == [("runner_on_ok", msg) for msg in expected], checks
+    matrices = [
+        event["event_data"]["res"]["msg"]
+        for event in run.events
+        if event.get("event") == "runner_on_ok"
+        and event["event_data"].get("task") == "Print the ping matrix"
+    ]
+    assert len(matrices) == len(expected), matrices
+    for matrix in matrices:
+        assert matrix and not any("FAIL" in str(row) for row in matrix), matrix
