@@ -14,7 +14,23 @@ class ConfigError(FlannelError):
 
 
 class ConfigMissingError(ConfigError):
-    """The config key does not exist (yet)."""
+    """The config key does not exist (yet).
+
+    The hint names the prefix setting as the agent's flag; `named` spells it the way another
+    edge does (an Ansible module's `prefix`), as SettingError does for a bad value.
+    """
+
+    def __init__(self, key: str, how_to_write: str) -> None:
+        self.key = key
+        self.how_to_write = how_to_write
+        super().__init__(self.named({}))
+
+    def named(self, names: dict[str, str]) -> str:
+        prefix = names.get("prefix", "--etcd-prefix")
+        return (
+            f"network config key {self.key} not found in etcd; write it with e.g. "
+            f"{self.how_to_write}, and check {prefix}"
+        )
 
 
 class UsageError(FlannelError):

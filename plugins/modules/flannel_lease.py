@@ -183,7 +183,7 @@ from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_options imp
 
 try:
     from pyflannel.config import NetworkConfig
-    from pyflannel.errors import FlannelError, SettingError
+    from pyflannel.errors import ConfigMissingError, FlannelError, SettingError
     from pyflannel.kvstore import DryRunStore
     from pyflannel.store import EtcdOptions, Store
     from pyflannel.subnet.lease import Lease, subnet_key, subnets_prefix
@@ -422,7 +422,7 @@ def main() -> None:
     error: str | None = None
     try:
         result = run(module)
-    except SettingError as exc:  # named as this module's options, not the agent's flags
+    except (SettingError, ConfigMissingError) as exc:  # this module's options, not the flags
         error = exc.named(module_names())
     except (ModuleError, FlannelError) as exc:
         error = str(exc)

@@ -8,10 +8,9 @@ import sys
 
 from pyflannel.config import NetworkConfig, config_to_json, parse_config
 from pyflannel.ctl.context import EXIT_OK, PROG, Context, _emit_json, _warn
-from pyflannel.errors import ConfigError, FlannelError, UsageError
+from pyflannel.errors import ConfigError, ConfigMissingError, FlannelError, UsageError
 from pyflannel.store import KeyValue, Store
 from pyflannel.subnet.lease import config_key
-from pyflannel.subnet.manager import config_missing
 
 EXAMPLE_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'
 
@@ -57,7 +56,7 @@ def _stored_config(ctx: Context) -> KeyValue:
     key = config_key(ctx.prefix)
     kv = ctx.store.get(key)
     if kv is None:
-        raise config_missing(key, f"`{PROG} config set '{EXAMPLE_CONFIG}'`")
+        raise ConfigMissingError(key, f"`{PROG} config set '{EXAMPLE_CONFIG}'`")
     return kv
 
 

@@ -58,14 +58,6 @@ class LeaseSettings:
         return max(1.0, expires_in - self.renew_margin)
 
 
-def config_missing(key: str, how_to_write: str) -> ConfigMissingError:
-    """The error for an absent config key; `how_to_write` is the command that writes one."""
-    return ConfigMissingError(
-        f"network config key {key} not found in etcd; write it with e.g. {how_to_write}, "
-        "and check --etcd-prefix"
-    )
-
-
 class SubnetManager:
     def __init__(
         self,
@@ -85,7 +77,7 @@ class SubnetManager:
         key = config_key(self.prefix)
         kv = self.store.get(key)
         if kv is None:
-            raise config_missing(
+            raise ConfigMissingError(
                 key,
                 f'`etcdctl put {key} \'{{"Network":"10.5.0.0/16"}}\'` (ETCDCTL_API=3: a key '
                 "written with the v2 API or `etcdctl set/mk` is invisible to v3)",

@@ -106,6 +106,8 @@ def test_the_right_files_work(module: str, tls_lab: TlsLab, tmp_path: Path) -> N
         assert run.last.get("failed") is not True and run.last["changed"] is True, run.last
     else:  # TLS works; what fails is that etcd holds no network config (a flannel matter)
         assert "network config key" in run.last["msg"], run.last
+        # Named as this module's option, not as the agent's flag.
+        assert "check prefix" in run.last["msg"] and "--etcd-" not in run.last["msg"], run.last
 
 
 @pytest.mark.parametrize("module", ["etcd_key", "flannel_lease"])
