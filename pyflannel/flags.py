@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from pyflannel.errors import SettingError, UsageError
 from pyflannel.etcd_options import (
@@ -24,7 +23,9 @@ from pyflannel.etcd_options import (
     DEFAULT_PREFIX,
     DEFAULT_TIMEOUT,
     ETCD_OPTIONS,
+    EXAMPLE_URL,
     flag_names,
+    split_endpoint,
 )
 
 ENV_PREFIX = "FLANNELD_"
@@ -97,17 +98,10 @@ def convert_optional_text(value: str) -> str | None:
 
 def convert_endpoints(value: str) -> tuple[str, ...]:
     urls = tuple(part.strip() for part in value.split(",") if part.strip())
-    rule = "must be comma-separated http:// or https:// URLs, e.g. http://127.0.0.1:2379"
     if not urls:
-        raise ValueError(rule)
+        raise ValueError(f"must be comma-separated http:// or https:// URLs, e.g. {EXAMPLE_URL}")
     for url in urls:
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - evaluated only to reject a malformed port
-        except ValueError:
-            raise ValueError(rule) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(rule)
+        split_endpoint(url)  # its ValueError names the bad URL
     return urls
 
 

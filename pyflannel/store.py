@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 # gRPC's C core prints TLS and connection chatter to stderr unless told otherwise (even at
 # ERROR, three "Corruption detected" lines per refused handshake); our own one-line errors
@@ -44,7 +43,7 @@ from pyflannel.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from pyflannel.etcd_options import flag_names
+from pyflannel.etcd_options import flag_names, split_endpoint
 from pyflannel.kvstore import KeyValue  # the store's records; the interface is kvstore's
 
 log = logging.getLogger(__name__)
@@ -147,17 +146,10 @@ class WatchBatch:
 
 def parse_endpoint(url: str) -> tuple[str, int, bool]:
     """'https://10.0.0.1:2379' -> ('10.0.0.1', 2379, True); SettingError when malformed."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingError(
-            "endpoints",
-            f"{url!r} is not an http:// or https:// URL; write e.g. http://127.0.0.1:2379",
-        )
     try:
-        port = parts.port or 2379
-    except ValueError:
-        raise SettingError("endpoints", f"{url!r} has an invalid port") from None
-    return parts.hostname, port, parts.scheme == "https"
+        return split_endpoint(url)
+    except ValueError as exc:
+        raise SettingError("endpoints", str(exc)) from None
 
 
 def _kv(raw: Any) -> KeyValue:

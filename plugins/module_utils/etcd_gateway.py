@@ -30,6 +30,7 @@ from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_options imp
     MODULE_REQUIRED_TOGETHER,
     module_argument_spec,
     module_names,
+    split_endpoint,
 )
 from ansible_collections.pyflannel.overlay.plugins.module_utils.etcd_tls import (
     OptionNames,
@@ -103,12 +104,10 @@ def _one_line(text: str) -> str:
 
 
 def _check_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EtcdGatewayError(
-            f"endpoints: {url!r} is not an http:// or https:// URL; write e.g. "
-            "http://127.0.0.1:2379"
-        )
+    try:
+        split_endpoint(url)
+    except ValueError as exc:
+        raise EtcdGatewayError(f"endpoints: {exc}") from None
     return url.strip().rstrip("/")
 
 

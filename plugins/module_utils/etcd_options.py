@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 # flanneld's --etcd-endpoints default (the legacy client port first, then the IANA one).
 DEFAULT_ENDPOINTS = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+EXAMPLE_URL = "http://127.0.0.1:2379"
 # flanneld's --etcd-prefix default: every key of a network lives under it.
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_TIMEOUT = "5"
@@ -117,6 +119,19 @@ ETCD_OPTIONS: tuple[EtcdOption, ...] = (
 
 # What the modules require together (a certificate needs its key, a user a password).
 MODULE_REQUIRED_TOGETHER = [("client_cert", "client_key"), ("username", "password")]
+
+
+def split_endpoint(url: str) -> tuple[str, int, bool]:
+    """'https://10.0.0.1:2379' -> ('10.0.0.1', 2379, True): the one rule for an etcd client URL
+    (the agent's flag, the store, the modules' gateway). ValueError says what is wrong."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL; write e.g. {EXAMPLE_URL}")
+    try:
+        port = parts.port or 2379
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port; write e.g. {EXAMPLE_URL}") from None
+    return parts.hostname, port, parts.scheme == "https"
 
 
 def flag_names() -> dict[str, str]:

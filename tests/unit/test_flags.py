@@ -231,8 +231,9 @@ def test_double_dash_alone_ends_the_flags() -> None:
 @pytest.mark.parametrize(
     ("arg", "rule"),
     [
-        ("--etcd-endpoints=127.0.0.1:2379", "http:// or https:// URLs"),
-        ("--etcd-endpoints=http://a:99999", "http:// or https:// URLs"),
+        ("--etcd-endpoints=127.0.0.1:2379", "is not an http:// or https:// URL"),
+        ("--etcd-endpoints=http://a:2379,,ftp://b", "'ftp://b' is not an http:// or https:// URL"),
+        ("--etcd-endpoints=http://a:99999", "has an invalid port"),
         ("--etcd-endpoints=,", "http:// or https:// URLs"),
         ("--etcd-prefix=coreos.com/network", "absolute etcd key path"),
         ("--etcd-timeout=0", "positive number of seconds"),
