@@ -84,6 +84,17 @@ class BirdControl:
                 rows.append(Protocol(**{k: v.strip() for k, v in match.groupdict().items()}))
         return rows
 
+    def neighbors(self) -> dict[str, str]:
+        """BGP protocol name -> its neighbor address (from `show protocols all`)."""
+        found: dict[str, str] = {}
+        current = ""
+        for code, text in self.command("show protocols all"):
+            if code == 1002:
+                current = text.split()[0] if text.split() else ""
+            elif code == 1006 and "Neighbor address:" in text and current:
+                found[current] = text.split("Neighbor address:", 1)[1].strip()
+        return found
+
     def configure(self) -> None:
         """Reload the configuration file (sessions whose settings did not change stay up)."""
         reply = self.command("configure")

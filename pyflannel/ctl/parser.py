@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from pyflannel import __version__
+from pyflannel.ctl.bgp_commands import DEFAULT_BIRD_SOCKET, cmd_bgp_status
 from pyflannel.ctl.config_commands import (
     EXAMPLE_CONFIG,
     cmd_config_set,
@@ -149,6 +150,32 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _config_source(validate)
+
+    bgp = commands.add_parser(
+        "bgp",
+        help="the node's BGP sessions (BGP mode)",
+        formatter_class=_HelpFormatter,
+        description="The BGP routed mode's sessions, read from BIRD's control socket.",
+    )
+    bgp_cmds = bgp.add_subparsers(dest="bgp_command", metavar="ACTION", required=True)
+    status = _leaf(
+        bgp_cmds,
+        "status",
+        cmd_bgp_status,
+        "each peer's session state and since when",
+        description=(
+            "Each BGP peer of this node's bird (node-to-node mesh and external peers): the "
+            "peer's address, the session's state, since when, and BIRD's info (Established "
+            "once routes flow), as `calicoctl node status` shows them. Does not contact etcd."
+        ),
+        epilog=f"example:\n  {PROG} bgp status --bird-socket /run/bird/bird.ctl",
+    )
+    status.add_argument(
+        "--bird-socket",
+        default=DEFAULT_BIRD_SOCKET,
+        metavar="PATH",
+        help="BIRD's control socket (default: %(default)s)",
+    )
 
     leases = commands.add_parser(
         "leases",

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,29 @@ def test_reconfigure_keeps_the_session_and_a_bad_command_is_one_line(
     gone = BirdControl(str(Path(lab.tmpdir or "/nonexistent") / "nobird.ctl"))
     with pytest.raises(BirdError, match=r"nobird.ctl: No such file or directory; is bird running"):
         gone.protocols()
+
+
+def test_flannelctl_bgp_status_shows_each_peer_like_calicoctl_node_status(
+    birds: tuple[Lab, dict[int, BirdControl]],
+) -> None:
+    lab, controls = birds
+    peer = lab.host_ip(2)
+    wait_for(lambda: established(controls[1], "mesh_" + peer.replace(".", "_")), 60, 0.5, "up")
+    ctl = [sys.executable, "-m", "pyflannel.ctl"]
+    sock = ["--bird-socket", controls[1].socket_path]
+    text = subprocess.run(
+        [*ctl, "bgp", "status", *sock], capture_output=True, text=True, check=True
+    ).stdout
+    print(text)  # the report in the log
+    lines = text.splitlines()
+    assert lines[:3] == ["BIRD is running.", "", "IPv4 BGP status"], text
+    assert lines[3].startswith("+--") and lines[4].split("|")[1].strip() == "PEER ADDRESS"
+    (row,) = [line for line in lines if line.startswith(f"| {peer} ")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:3] == [peer, "node-to-node mesh", "up"] and cells[4] == "Established", cells
+    sessions = json.loads(
+        subprocess.run(
+            [*ctl, "-o", "json", "bgp", "status", *sock], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert [(s["peer_address"], s["info"]) for s in sessions] == [(peer, "Established")]
