@@ -26,6 +26,7 @@ from pyflannel_lab.lab import Lab
 STANDARD_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 NETWORK_NAME = "cbr0"  # the reference walk-through's
 SCRIPT = "pyflannel-cni"
+CONFLIST = "10-flannel.conflist"  # the name the provisioner's cni role writes
 
 
 def plugin_script() -> Path:
@@ -97,7 +98,7 @@ class CniHost:
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }
-        path = self.config_dir / "10-flannel.conflist"
+        path = self.config_dir / CONFLIST
         path.write_text(json.dumps(conflist, indent=2) + "\n")
         return path
 
@@ -129,7 +130,7 @@ class CniHost:
         return CniCall(done.returncode, done.stdout, done.stderr)
 
     def nsenter(
-        self, *argv: str, env: dict[str, str] | None = None
+        self, *argv: str, env: dict[str, str] | None = None, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run in the host's network namespace only: `ip netns exec` would also give it a mount
         namespace of its own, hiding the namespaces it creates (`ip netns add`) from the rest."""
@@ -138,13 +139,13 @@ class CniHost:
             capture_output=True,
             text=True,
             check=False,
-            timeout=60,
+            timeout=timeout,
             env={**os.environ, **(env or {})},
         )
 
     def pod_tool(self, action: str, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
         """`pyflannel-cni pod ACTION NAME` with this host's config list and plugin path."""
-        conflist = str(self.config_dir / "10-flannel.conflist")
+        conflist = str(self.config_dir / CONFLIST)
         return self.nsenter(
             str(self.bin_dir / "flannel"),
             "pod",
@@ -209,6 +210,7 @@ class Podman:
             f"--network-config-dir={self.cni.config_dir}",
             *args,
             env={"CONTAINERS_CONF": str(self.conf)},
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)}: {done.stdout}{done.stderr}")

@@ -22,6 +22,13 @@ DEFAULT_ASN = 64512  # the first private AS number, as Calico's default
 # replaced, as routes of different metrics do not clash.
 KERNEL_METRIC = 32
 PeerKind = Literal["mesh", "external"]
+# BIRD protocol names start with the peer's kind: what `flannelctl bgp status` reads back.
+PROTOCOL_PREFIX: dict[PeerKind, str] = {"mesh": "mesh_", "external": "ext_"}
+
+
+def peer_kind(protocol: str) -> PeerKind | None:
+    """The kind of peer a BIRD protocol of ours talks to; None for any other protocol."""
+    return next((k for k, prefix in PROTOCOL_PREFIX.items() if protocol.startswith(prefix)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +41,9 @@ class BgpPeer:
     @property
     def protocol(self) -> str:
         """BIRD's protocol name: mesh_10_0_0_2, ext_<name> (what the status command lists)."""
-        if self.kind == "mesh":
-            return "mesh_" + str(self.address).replace(".", "_")
-        return "ext_" + (self.name or str(self.address).replace(".", "_"))
+        address = str(self.address).replace(".", "_")
+        name = address if self.kind == "mesh" else self.name or address
+        return PROTOCOL_PREFIX[self.kind] + name
 
 
 @dataclass(frozen=True, slots=True)

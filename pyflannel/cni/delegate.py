@@ -34,22 +34,31 @@ def run_delegate(
     delegate: dict[str, Any],
     invocation: Invocation,
     environ: Mapping[str, str] = os.environ,
+    timeout: float = DELEGATE_TIMEOUT,
 ) -> str:
     """Run the delegate for `command` with `delegate` on stdin; its stdout (a result or "")."""
     plugin = find_plugin(str(delegate.get("type", "")), invocation.path)
-    env = dict(environ, CNI_COMMAND=command)
+    env = dict(
+        environ,
+        CNI_COMMAND=command,
+        CNI_CONTAINERID=invocation.container_id,
+        CNI_NETNS=invocation.netns,
+        CNI_IFNAME=invocation.ifname,
+        CNI_ARGS=invocation.args,
+        CNI_PATH=os.pathsep.join(invocation.path),
+    )
     try:
         done = subprocess.run(
             [plugin],
             input=json.dumps(delegate).encode(),
             capture_output=True,
             env=env,
-            timeout=DELEGATE_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
         raise CniError(
-            DELEGATE_FAILED, f"{plugin} {command} did not finish in {DELEGATE_TIMEOUT:g} s"
+            DELEGATE_FAILED, f"{plugin} {command} did not finish in {timeout:g} s"
         ) from None
     except OSError as exc:
         raise CniError(IO_FAILURE, f"cannot run {plugin}: {exc}") from None

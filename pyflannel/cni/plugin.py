@@ -61,10 +61,11 @@ def cmd_check(invocation: Invocation, netconf: FlannelNetConf) -> str:
             UNKNOWN_CONTAINER, f"no ADD recorded for container {invocation.container_id}"
         )
     lease = str(read_lease(netconf).subnet.network)
-    if lease not in delegate_subnets(delegate):
+    subnets = delegate_subnets(delegate)
+    if lease not in subnets:
         raise CniError(
             UNKNOWN_CONTAINER,
-            f"container {invocation.container_id} is on {', '.join(delegate_subnets(delegate))}, "
+            f"container {invocation.container_id} is on {', '.join(subnets)}, "
             f"the node's lease is {lease} now: recreate the container",
         )
     delegate.update(netconf.passed_through)

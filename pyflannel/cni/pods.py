@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyflannel.cni.delegate import find_plugin
-from pyflannel.cni.protocol import CniError
+from pyflannel.cni.delegate import run_delegate
+from pyflannel.cni.protocol import CniError, Invocation
 
 DEFAULT_CONFLIST = "/etc/cni/net.d/10-flannel.conflist"
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's plugins; the provisioner links flannel there
 IFNAME = "eth0"
+PLUGIN_TIMEOUT = 120.0
 
 
 class PodError(Exception):
@@ -48,39 +49,21 @@ def _flannel_netconf(conflist_path: str) -> dict[str, Any]:
 
 
 def _run_plugin(command: str, name: str, netconf: dict[str, Any], cni_path: str) -> str:
-    env = dict(
-        os.environ,
-        CNI_COMMAND=command,
-        CNI_CONTAINERID=name,
-        CNI_NETNS=f"/run/netns/{name}",
-        CNI_IFNAME=IFNAME,
-        CNI_PATH=cni_path,
-    )
+    """The list's flannel entry run on the pod as a runtime runs it."""
     path = tuple(p for p in cni_path.split(os.pathsep) if p)
-    done = subprocess.run(
-        [find_plugin("flannel", path)],
-        input=json.dumps(netconf),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        try:
-            error = json.loads(done.stdout)
-            message = f"{error.get('msg')} (CNI error {error.get('code')})"
-        except (json.JSONDecodeError, AttributeError):
-            message = (done.stdout + done.stderr).strip() or f"exit status {done.returncode}"
-        raise PodError(f"{command} {name}: {message}")
-    return done.stdout
+    invocation = Invocation(command, name, f"/run/netns/{name}", IFNAME, "", path)
+    try:
+        # Longer than the plugin's own bound on its delegate: that error comes first.
+        return run_delegate(command, netconf, invocation, timeout=PLUGIN_TIMEOUT)
+    except CniError as exc:
+        raise PodError(f"{command} {name}: {exc.msg} (CNI error {exc.code})") from None
 
 
-def _ip_netns(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _ip_netns(*args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         ["ip", "netns", *args], capture_output=True, text=True, timeout=30, check=False
     )
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         raise PodError(f"ip netns {' '.join(args)}: {done.stderr.strip()}")
     return done
 

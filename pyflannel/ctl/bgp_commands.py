@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
+from pyflannel.bgp.birdconf import PeerKind, peer_kind
 from pyflannel.bgp.birdctl import BirdControl, BirdError
 from pyflannel.ctl.context import EXIT_OK, Context, _emit_json
 from pyflannel.errors import FlannelError
 
 DEFAULT_BIRD_SOCKET = "/run/bird/bird.ctl"
-PEER_TYPES = {"mesh": "node-to-node mesh", "ext": "external"}
+PEER_TYPES: dict[PeerKind, str] = {"mesh": "node-to-node mesh", "external": "external"}
 HEADER = ("PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO")
 
 
@@ -22,8 +23,8 @@ def bgp_sessions(control: BirdControl) -> list[dict[str, str]]:
     neighbors = control.neighbors()
     rows = []
     for protocol in control.protocols():
-        kind = protocol.name.split("_", 1)[0]
-        if protocol.proto != "BGP" or kind not in PEER_TYPES:
+        kind = peer_kind(protocol.name)
+        if protocol.proto != "BGP" or kind is None:
             continue
         rows.append(
             {

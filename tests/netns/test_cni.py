@@ -117,6 +117,27 @@ def test_check_passes_then_fails_once_the_pod_lost_its_address(
     assert error["code"] and error["msg"].startswith("bridge: "), error
 
 
+def test_check_fails_once_the_lease_moved_away_from_the_pod(
+    cluster: AgentCluster, hosts: dict[int, CniHost], tmp_path: Path
+) -> None:
+    """The subnet file now says another subnet (h2's, so surely not h1's): CHECK names it."""
+    host = hosts[1]
+    ns, result = host.add_pod("m")
+    moved = cluster.env_text(1).replace(
+        cluster.env(1)["FLANNEL_SUBNET"], cluster.env(2)["FLANNEL_SUBNET"]
+    )
+    (tmp_path / "subnet.env").write_text(moved)
+    netconf = {**host.netconf(), "prevResult": result, "subnetFile": str(tmp_path / "subnet.env")}
+    done = host.call("CHECK", ns, f"/run/netns/{ns}", netconf=netconf)
+    assert done.returncode == 1
+    error = done.result()
+    assert error["code"] == 3, error
+    assert error["msg"] == (
+        f"container {ns} is on {cluster.subnet(1)}, the node's lease is {cluster.subnet(2)} "
+        "now: recreate the container"
+    )
+
+
 def test_del_removes_the_pod_link_and_its_address_and_is_idempotent(
     cluster: AgentCluster, hosts: dict[int, CniHost]
 ) -> None:
