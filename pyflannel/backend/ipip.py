@@ -67,6 +67,7 @@ class IpipBackend(Backend):
                 spec, config=self.config, ext=self.ext, settings=self.settings, kernel=self.kernel
             )
             self.tun.ensure_device()
+            self.tun.spawn_pump()
         return self.lease_attrs()
 
     def _ensure_kernel_device(self) -> bool:
@@ -184,5 +185,5 @@ class IpipBackend(Backend):
 
     def close(self) -> None:
         if self.tun is not None:
-            self.tun.stop()
+            self.tun.close()
         super().close()

@@ -288,8 +288,22 @@ class Pump:
             self.stats.drop_send_error += 1
 
 
-def serve(spec: PumpSpec, control: Connection) -> None:
-    """Entry point of the pump process."""
+def serve(spec: PumpSpec | None, control: Connection) -> None:
+    """Entry point of the pump process.
+
+    Without a spec the process waits for ("start", spec): the parent spawns it ahead of need
+    (starting an interpreter takes about a second on a loaded host) and hands it the spec once
+    our lease is known, so a node switching to udp serves its port as soon as the lease is out.
+    """
+    if spec is None:
+        try:
+            kind, payload = control.recv()
+        except (EOFError, OSError):
+            return  # the parent went away before it needed us
+        if kind != "start":
+            return
+        spec = payload
+    assert spec is not None
     try:
         pump = Pump(spec, control)
     except OSError as exc:

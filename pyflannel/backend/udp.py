@@ -57,6 +57,7 @@ class UdpBackend(Backend):
 
     def prepare(self) -> LeaseAttrs:
         self.tun.ensure_device()
+        self.tun.spawn_pump()
         return self.lease_attrs()
 
     def activate(self, lease: Lease) -> None:
@@ -85,6 +86,6 @@ class UdpBackend(Backend):
         return super().metrics() | self.tun.metrics()
 
     def close(self) -> None:
-        self.tun.stop()
+        self.tun.close()
         log.info("%s goes with the packet pump (not persistent, as flanneld's)", self.device)
         super().close()

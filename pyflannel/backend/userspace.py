@@ -76,6 +76,7 @@ class TunDataPath:
         self.fast_path: FastPath | None = None
         self._process: BaseProcess | None = None
         self._control: Connection | None = None
+        self._spare: tuple[BaseProcess, Connection] | None = None  # spawned, waiting for a spec
         self._own_lease: Lease | None = None
 
     # -- device --------------------------------------------------------------------------------
@@ -142,17 +143,52 @@ class TunDataPath:
             underlay_index=0 if self.spec.persistent else self.ext.index,
         )
 
-    def _start_pump(self, lease: Lease) -> None:
-        self.stop()
-        kind = self.spec.backend_type
+    def spawn_pump(self) -> None:
+        """Start the pump's process now, idle until `activate` hands it our lease.
+
+        Called from the backend's prepare, before the lease is published: peers send to us from
+        the moment they read it, and a fresh interpreter is the slow part of starting a pump.
+        """
+        if self._spare is None or not self._spare[0].is_alive():
+            self._spare = self._spawn(None)
+            log.info(
+                "%s packet pump process spawned ahead of our lease (pid %s)",
+                self.spec.backend_type,
+                self._spare[0].pid,
+            )
+
+    def _spawn(self, spec: PumpSpec | None) -> tuple[BaseProcess, Connection]:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        process = context.Process(
-            target=serve, args=(self._pump_spec(lease), child), name=f"pump-{self.spec.device}"
-        )
+        process = context.Process(target=serve, args=(spec, child), name=f"pump-{self.spec.device}")
         process.daemon = True
         process.start()
         child.close()
+        return process, parent
+
+    def _take_spare(self, spec: PumpSpec) -> tuple[BaseProcess, Connection]:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0].is_alive():
+            try:
+                spare[1].send(("start", spec))
+                return spare
+            except OSError:
+                self._end_spare(spare)
+        return self._spawn(spec)
+
+    @staticmethod
+    def _end_spare(spare: tuple[BaseProcess, Connection]) -> None:
+        process, control = spare
+        control.close()  # its recv() sees EOF and it exits
+        process.join(CONTROL_TIMEOUT)
+        if process.is_alive():
+            process.kill()
+            process.join(1)
+
+    def _start_pump(self, lease: Lease) -> None:
+        self.stop()
+        kind = self.spec.backend_type
+        process, parent = self._take_spare(self._pump_spec(lease))
         if not parent.poll(PUMP_START_TIMEOUT):
             process.kill()
             raise DataPathError(f"{kind}: packet pump did not start within {PUMP_START_TIMEOUT} s")
@@ -221,6 +257,16 @@ class TunDataPath:
     def stop(self) -> None:
         """Stop the pump (and let go of the fast path); the device stays if persistent."""
         self._stop_fast_path()
+        self._stop_running_pump()
+
+    def close(self) -> None:
+        """`stop`, and an idle pump process spawned ahead goes too."""
+        self.stop()
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            self._end_spare(spare)
+
+    def _stop_running_pump(self) -> None:
         if self._process is None or self._control is None:
             return
         try:

@@ -215,7 +215,11 @@ ROWS: list[Row] = [
     abs_row("flannel_node_wheelhouse_dir"),
     abs_row("flannel_venv_dir"),
     abs_row("flannel_node_python"),
-    Row("flannel_etcd_endpoints", ["ftp://198.51.100.10:2379"], ("is not an http:// or https:// url",)),
+    Row(
+        "flannel_etcd_endpoints",
+        ["ftp://198.51.100.10:2379"],
+        ("is not an http:// or https:// url",),
+    ),
     Row("flannel_etcd_prefix", "network", ("absolute etcd key path",)),
     bool_row("flannel_etcd_tls"),
     abs_row("flannel_etcd_tls_dir"),

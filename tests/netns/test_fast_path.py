@@ -8,10 +8,12 @@ transfers are a fixed number of bytes with a digest checked at the receiver.
 from __future__ import annotations
 
 import ipaddress
+import re
 import signal
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +67,33 @@ def c(cluster: AgentCluster) -> AgentCluster:
             cluster.start(i)
     cluster.wait_converged(30)
     return cluster
+
+
+def pump_processes(pid: int) -> list[int]:
+    """Children of `pid` running multiprocessing's spawn entry (not its resource tracker)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def test_the_pump_is_spawned_before_the_lease_is_out(c: AgentCluster) -> None:
+    """Peers send to us as soon as they read our lease: the slow part of a pump (a new
+    interpreter) starts before the lease is written, and is the one that serves it."""
+    c.restart(1)
+    c.wait_converged(30)
+    log = c.log(1)
+    spawned = re.search(r"packet pump process spawned ahead of our lease \(pid (\d+)\)", log)
+    lease = re.search(r"claimed previous subnet|reusing own lease|claimed subnet", log)
+    running = re.search(r"packet pump running \(pid (\d+)\)", log)
+    assert spawned and lease and running, log
+    assert spawned.start() < lease.start() < running.start(), log
+    assert running.group(1) == spawned.group(1), "the pump spawned ahead was not the one used"
+    agent = c.agents[1].proc
+    assert agent is not None
+    assert pump_processes(agent.pid) == [int(running.group(1))], "an idle pump process was left"
 
 
 def test_known_peers_go_through_the_kernel(c: AgentCluster) -> None:
