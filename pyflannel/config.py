@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyflannel.errors import ConfigError
 
-BACKEND_TYPES = ("udp", "vxlan", "host-gw", "ipip")
+BACKEND_TYPES = ("udp", "vxlan", "host-gw", "ipip", "bgp")
 DEFAULT_BACKEND = "udp"  # flannel's code default when "Backend" is absent
 
 _TOP_LEVEL_KEYS = frozenset(
@@ -49,7 +50,10 @@ _BACKEND_OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
     },
     "host-gw": {},
     "ipip": {"DirectRouting": (bool, False)},
+    # pyflannel's own (flanneld has no bgp backend): subnets announced by BIRD.
+    "bgp": {"ASN": (int, 64512), "NodeMesh": (bool, True), "Peers": (list, [])},
 }
+MAX_ASN = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def _typed(data: Mapping[str, Any], key: str, kind: type, default: Any, where: s
     value = data[key]
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
-        names = {int: "an integer", bool: "true or false", str: "a string"}
+        names = {int: "an integer", bool: "true or false", str: "a string", list: "a JSON list"}
         raise ConfigError(
             f"{where}{key}: must be {names.get(kind, kind.__name__)}, got {json.dumps(value)}"
         )
@@ -260,7 +264,48 @@ def _parse_backend(value: Any, warnings: list[str]) -> BackendConfig:
             f"Backend.MTU: {options['MTU']} is out of range; the vxlan MTU must be 118..65535 "
             "(the underlay MTU; flannel.N gets it minus 50)"
         )
+    if backend_type == "bgp":
+        _check_range(options, "ASN", 1, MAX_ASN)
+        options["Peers"] = tuple(
+            _parse_bgp_peer(i, peer) for i, peer in enumerate(options["Peers"])
+        )
+        if not options["NodeMesh"] and not options["Peers"]:
+            raise ConfigError(
+                "Backend.NodeMesh: false with no Backend.Peers leaves every node alone; set "
+                'NodeMesh true or list route reflectors or routers, e.g. "Peers":[{"Address":'
+                '"203.0.113.1","ASN":64513}]'
+            )
     return BackendConfig(type=backend_type, options=options)
+
+
+_PEER_EXAMPLE = '{"Address":"203.0.113.1","ASN":64513,"Name":"tor1"}'
+
+
+def _parse_bgp_peer(index: int, peer: Any) -> Mapping[str, Any]:
+    """One of Backend.Peers: a BGP speaker outside the mesh (a router, a route reflector)."""
+    where = f"Backend.Peers[{index}]."
+    if not isinstance(peer, dict):
+        raise ConfigError(f"{where[:-1]}: must be an object like {_PEER_EXAMPLE}")
+    unknown = sorted(set(peer) - {"Address", "ASN", "Name"})
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; a peer is {_PEER_EXAMPLE}")
+    for key in ("Address", "ASN"):
+        if key not in peer:
+            raise ConfigError(f"{where}{key}: missing; a peer is {_PEER_EXAMPLE}")
+    text = _typed(peer, "Address", str, "", where)
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ConfigError(f"{where}Address: {text!r} is not an IPv4 address") from None
+    asn = _typed(peer, "ASN", int, 0, where)
+    if not 1 <= asn <= MAX_ASN:
+        raise ConfigError(f"{where}ASN: {asn} is out of range 1..{MAX_ASN}")
+    name = _typed(peer, "Name", str, "", where)
+    if name and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", name):
+        raise ConfigError(
+            f"{where}Name: {name!r} must be 1-32 letters, digits or _ (BIRD's protocol name)"
+        )
+    return {"Address": str(address), "ASN": asn, "Name": name}
 
 
 def _check_range(options: Mapping[str, Any], name: str, low: int, high: int) -> None:

@@ -177,6 +177,8 @@ class Agent:
         settings = BackendSettings(
             vxlan_disable_tx_checksum=self.opts.vxlan_disable_tx_checksum,
             userspace_fast_path=self.opts.userspace_fast_path,
+            bird_config=self.opts.bgp_bird_config,
+            bird_socket=self.opts.bgp_bird_socket,
         )
         self.backend = create_backend(config, ext, settings)
         self.backend.check()
@@ -251,6 +253,7 @@ class Agent:
                     except queue.Empty:
                         break
                 self._handle_many(batch, manager, config)
+                self.backend.commit()
                 self._forget_own_changes()
                 continue
             now = time.monotonic()

@@ -63,6 +63,8 @@ class DaemonOptions:
     reconcile_interval: float = 10.0
     vxlan_disable_tx_checksum: bool = False
     userspace_fast_path: bool = True
+    bgp_bird_config: str = "/etc/bird/bird.conf"  # what Debian's bird.service reads
+    bgp_bird_socket: str = "/run/bird/bird.ctl"
     verbosity: int = 0
     logtostderr: bool = True
     log_dir: str | None = None
@@ -251,6 +253,20 @@ _FLAGS: tuple[_Flag, ...] = (
         _bool,
         "udp and userspace ipip: forward known peers' packets in the kernel (eBPF), the pump "
         "for the rest; =false: the pump for everything",
+    ),
+    _Flag(
+        "bgp-bird-config",
+        "bgp_bird_config",
+        _text,
+        "bgp: the BIRD 2 configuration the agent writes (from the leases and the network config)",
+        "file",
+    ),
+    _Flag(
+        "bgp-bird-socket",
+        "bgp_bird_socket",
+        _text,
+        "bgp: BIRD's control socket, to reload it (`birdc configure`) after each change",
+        "path",
     ),
     _Flag("v", "verbosity", _int_in(0, None), "log verbosity", "level"),
     _Flag("logtostderr", "logtostderr", _bool, "log to stderr instead of files"),

@@ -10,6 +10,7 @@ OVERHEAD = {
     "vxlan": 50,  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
     "host-gw": 0,  # no encapsulation
     "ipip": 20,  # outer IPv4 20
+    "bgp": 0,  # routed by BIRD, no encapsulation
 }
 
 

@@ -27,6 +27,10 @@ def backend_class(backend_type: str) -> type[Backend]:
         from pyflannel.backend.ipip import IpipBackend
 
         return IpipBackend
+    if backend_type == "bgp":
+        from pyflannel.backend.bgp import BgpBackend
+
+        return BgpBackend
     raise FlannelError(f"backend {backend_type!r} is not supported")
 
 

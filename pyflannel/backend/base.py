@@ -134,6 +134,10 @@ class Backend(ABC):
         for lease in leases:
             self.apply_peer(lease)
 
+    def commit(self) -> None:  # noqa: B027  (an optional hook: most backends act at once)
+        """Apply what the calls since the last commit changed, where a backend batches them
+        (bgp: one BIRD reload for a burst of peers). The daemon calls it after each batch."""
+
     @abstractmethod
     def remove_peer(self, lease: Lease) -> None:
         """Remove what `apply_peer` installed for that subnet; absent state is not an error."""

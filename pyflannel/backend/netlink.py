@@ -22,6 +22,9 @@ from pyflannel.backend import nlbulk
 log = logging.getLogger(__name__)
 
 RTPROT_BOOT = 3  # what flanneld's routes carry (`ip route` shows no "proto" for them)
+# Above this, a routing daemon's (bird 12, zebra 11, FRR's bgp 186, ...): never ours to touch,
+# in the bgp backend BIRD's own and elsewhere an operator's.
+RTPROT_STATIC = 4
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
@@ -190,10 +193,14 @@ class Kernel:
 
     def route_delete(self, route: Route) -> None:
         with ignoring(_IGNORED_ON_DELETE):
-            self.ipr.route("del", dst=str(route.dst), oif=route.oif, table=MAIN_TABLE)
+            # proto: only ours, never a routing daemon's route to the same subnet (bgp).
+            self.ipr.route(
+                "del", dst=str(route.dst), oif=route.oif, table=MAIN_TABLE, proto=RTPROT_BOOT
+            )
 
     def routes(self, within: ipaddress.IPv4Network, oif: int | None = None) -> list[Route]:
-        """Main-table IPv4 routes whose destination lies inside `within` (optionally on `oif`)."""
+        """Main-table IPv4 routes whose destination lies inside `within` (optionally on `oif`),
+        leaving out those of routing daemons (BIRD's in the bgp backend)."""
         # Integer tests: ipaddress's subnet_of costs 10 us a call, thousands of times a pass.
         base, mask, plen = int(within.network_address), int(within.netmask), within.prefixlen
         return [
@@ -202,6 +209,7 @@ class Kernel:
             if entry.dst.prefixlen >= plen
             and int(entry.dst.network_address) & mask == base
             and (oif is None or entry.oif == oif)
+            and entry.proto <= RTPROT_STATIC
         ]
 
     # -- neighbours and fdb (vxlan) ---------------------------------------------------------

@@ -119,6 +119,7 @@ class RouteEntry:
     gateway: ipaddress.IPv4Address | None
     oif: int
     flags: int
+    proto: int = 0  # who installed it (RTPROT_*)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class BulkNetlink:
         request = _RTMSG.pack(AF_INET, 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
         request += _attr(RTA_TABLE, struct.pack("=I", table))
         for payload in self._dump(RTM_GETROUTE, request):
-            family, dst_len, _s, _t, tbl, _p, _sc, rtype, flags = _RTMSG.unpack_from(payload)
+            family, dst_len, _s, _t, tbl, proto, _sc, rtype, flags = _RTMSG.unpack_from(payload)
             attrs = _attrs(payload, _RTMSG.size)
             real_table = struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else tbl
             if family != AF_INET or real_table != table or rtype != RTN_UNICAST:
@@ -217,6 +218,7 @@ class BulkNetlink:
                 gateway=ipaddress.IPv4Address(gateway) if gateway else None,
                 oif=struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0,
                 flags=flags,
+                proto=proto,
             )
 
     def neighbours(self, family: int, ifindex: int) -> Iterator[NeighEntry]:

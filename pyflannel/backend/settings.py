@@ -15,3 +15,6 @@ class BackendSettings:
     vxlan_disable_tx_checksum: bool = False
     # udp and userspace ipip: the eBPF fast path in front of the pump (--userspace-fast-path).
     userspace_fast_path: bool = True
+    # bgp: the BIRD configuration file the agent writes and BIRD's control socket.
+    bird_config: str = "/etc/bird/bird.conf"
+    bird_socket: str = "/run/bird/bird.ctl"

@@ -36,7 +36,8 @@ def test_field_names_are_the_interface_others_use() -> None:
         "iface_can_reach", "public_ip", "ip_masq", "subnet_file", "subnet_lease_renew_margin",
         "subnet_lease_ttl", "healthz_ip", "healthz_port", "iptables_resync",
         "iptables_forward_rules", "reconcile_interval", "vxlan_disable_tx_checksum",
-        "userspace_fast_path", "verbosity", "logtostderr", "log_dir", "version", "help",
+        "userspace_fast_path", "bgp_bird_config", "bgp_bird_socket", "verbosity", "logtostderr",
+        "log_dir", "version", "help",
     ]  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         DaemonOptions().ip_masq = True  # type: ignore[misc]

@@ -1,0 +1,173 @@
+"""bgp: no encapsulation; every node's subnet is announced by BIRD 2 and routed by it.
+
+The agent does not program peers' routes: it writes BIRD's configuration from the leases
+(node-to-node mesh: one iBGP session per node on bgp; `Backend.Peers`: routers or route
+reflectors) and reloads BIRD (`birdc configure`, sessions that did not change stay up). BIRD
+installs the routes (`proto bird`) and its blackhole for our own subnet; a router between two
+segments learns every subnet, so this works where host-gw cannot. The file is rewritten only
+when its text changes, once per batch of lease events (`commit`). BIRD runs on its own: an agent
+restart or crash leaves sessions and routes alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pyflannel.backend.base import Backend
+from pyflannel.backend.netlink import Kernel
+from pyflannel.backend.settings import BackendSettings
+from pyflannel.bgp.birdconf import BgpPeer, BirdSettings, mesh_peers, render
+from pyflannel.bgp.birdctl import BirdControl, BirdError
+from pyflannel.config import NetworkConfig
+from pyflannel.errors import FlannelError
+from pyflannel.iface import ExternalInterface
+from pyflannel.mtu import OVERHEAD
+from pyflannel.subnet.lease import Lease, LeaseAttrs
+
+log = logging.getLogger(__name__)
+
+
+def external_peers(options: Mapping[str, object]) -> tuple[BgpPeer, ...]:
+    """Backend.Peers of the network config (checked by config.py)."""
+    peers = options.get("Peers") or ()
+    assert isinstance(peers, tuple | list)
+    return tuple(
+        BgpPeer(ipaddress.IPv4Address(p["Address"]), int(p["ASN"]), "external", str(p["Name"]))
+        for p in peers
+    )
+
+
+class BgpBackend(Backend):
+    type = "bgp"
+    overhead = OVERHEAD["bgp"]
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        ext: ExternalInterface,
+        settings: BackendSettings | None = None,
+        kernel: Kernel | None = None,
+    ) -> None:
+        super().__init__(config, ext, settings, kernel)
+        self.config_path = Path(self.settings.bird_config)
+        self.bird = BirdControl(self.settings.bird_socket)
+        self.mesh: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
+        self.reloads = 0
+        self.reload_failures = 0
+        self._reload_pending = False
+        self._bird_down_reported = False
+
+    def check(self) -> None:
+        if self.ext.public_ip != self.ext.iface_addr:
+            raise FlannelError(
+                f"bgp: public IP {self.ext.public_ip} is not the address of {self.ext.name} "
+                f"({self.ext.iface_addr}); BGP peers connect to and route via the public IP, so "
+                "drop --public-ip or use vxlan"
+            )
+        directory = self.config_path.parent
+        if not directory.is_dir():
+            raise FlannelError(
+                f"bgp: {directory} does not exist; install BIRD 2 (apt-get install bird2) or "
+                "point --bgp-bird-config at BIRD's configuration file"
+            )
+
+    def prepare(self) -> LeaseAttrs:
+        return self.lease_attrs()
+
+    def activate(self, lease: Lease) -> None:
+        self.own_lease = lease
+        self.commit()
+
+    # -- peers ----------------------------------------------------------------------------------
+
+    def apply_peer(self, lease: Lease) -> None:
+        if self.serves(lease):
+            self.mesh[lease.subnet] = lease.attrs.public_ip
+            self.forget_mixed_peer(lease.subnet)  # BIRD's route takes over
+        else:
+            self.mesh.pop(lease.subnet, None)
+            self.apply_mixed_peer(lease)
+
+    def remove_peer(self, lease: Lease) -> None:
+        self.mesh.pop(lease.subnet, None)
+        self.forget_mixed_peer(lease.subnet)
+
+    def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
+        own, mixed = self.split_peers(peers)
+        self.mesh = {subnet: lease.attrs.public_ip for subnet, lease in own.items()}
+        self.mixed = set(mixed)
+        self.repairs += self.direct.sync(mixed)
+        if self._write_config():
+            self.repairs += 1
+        self._reload()
+
+    # -- BIRD -----------------------------------------------------------------------------------
+
+    def bird_settings(self) -> BirdSettings:
+        options = self.config.backend.options
+        asn = int(options["ASN"])
+        mesh = mesh_peers(self.mesh.values(), asn) if options["NodeMesh"] else ()
+        own = self.ext.public_ip
+        return BirdSettings(
+            router_id=own,
+            network=self.config.network,
+            own_subnet=self.own_lease.subnet if self.own_lease else None,
+            asn=asn,
+            peers=tuple(p for p in mesh if p.address != own) + external_peers(options),
+        )
+
+    def commit(self) -> None:
+        if self._write_config() or self._reload_pending:
+            self._reload()
+
+    def _write_config(self) -> bool:
+        """Write the file if its text differs (atomically: BIRD may read it at any time)."""
+        text = render(self.bird_settings())
+        try:
+            if self.config_path.read_text() == text:
+                return False
+        except OSError:
+            pass
+        fd, tmp = tempfile.mkstemp(prefix=".pyflannel-", dir=self.config_path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)  # BIRD runs as its own user
+            os.replace(tmp, self.config_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.info("wrote %s (%d BGP peers)", self.config_path, len(self.bird_settings().peers))
+        self._reload_pending = True
+        return True
+
+    def _reload(self) -> None:
+        if not self._reload_pending:
+            return
+        try:
+            self.bird.configure()
+        except BirdError as exc:
+            self.reload_failures += 1
+            if not self._bird_down_reported:
+                log.warning("bgp: %s; retrying at every reconcile", exc)
+                self._bird_down_reported = True
+            return
+        self.reloads += 1
+        self._reload_pending = False
+        if self._bird_down_reported:
+            log.info("bgp: BIRD reachable again")
+            self._bird_down_reported = False
+        log.info("reloaded BIRD (%s)", self.bird.socket_path)
+
+    def metrics(self) -> dict[str, float]:
+        return super().metrics() | {
+            "pyflannel_bgp_mesh_peers": float(len(self.mesh)),
+            "pyflannel_bgp_reloads_total": float(self.reloads),
+            "pyflannel_bgp_reload_failures_total": float(self.reload_failures),
+            "pyflannel_bgp_reload_pending": 1.0 if self._reload_pending else 0.0,
+        }
