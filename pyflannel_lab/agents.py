@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyflannel.bgp.birdctl import BirdControl
 from pyflannel.errors import FlannelError
 from pyflannel_lab import Lab
+from pyflannel_lab.birds import bird_paths, start_bird, stub_config
 from pyflannel_lab.layout import Node
 
-BACKENDS = ("host-gw", "vxlan", "udp", "ipip")
+BACKENDS = ("host-gw", "vxlan", "udp", "ipip", "bgp")
 PREFIX = "/docker-subnet/network"  # as in the reference walk-throughs
 NETWORK = "10.100.0.0/16"
 HEALTHZ_PORT = 8471
@@ -103,6 +105,7 @@ class AgentCluster:
             i: AgentRun(i, lab.tmpdir / f"h{i}-subnet.env", lab.tmpdir / f"h{i}-flanneld.log")
             for i in lab.host_indexes()
         }
+        self.birds: dict[int, BirdControl] = {}
         self.flanneld = flanneld
         self.flanneld_args = list(flanneld_args)
         for i in flanneld_hosts:
@@ -118,17 +121,27 @@ class AgentCluster:
         prefix: str = "pfd",
         wire_like: bool = False,
         containers: bool = True,
+        routed_hosts: int = 0,
+        birds: bool = False,
         **kwargs: Any,
     ) -> Iterator[AgentCluster]:
         """A fresh lab with etcd and converged agents; everything is taken down afterwards.
 
         containers False: no lab bridge and containers (a CNI plugin makes the pods' bridge).
+        birds: a BIRD on every host also when starting on another backend (a switch to bgp).
         """
-        lab = Lab(name_prefix=f"{prefix}{secrets.token_hex(2)}", hosts=hosts, wire_like=wire_like)
+        lab = Lab(
+            name_prefix=f"{prefix}{secrets.token_hex(2)}",
+            hosts=hosts,
+            wire_like=wire_like,
+            routed_hosts=routed_hosts,
+        )
         try:
             lab.up()
             lab.start_etcd()
             cluster = cls(lab, backend, **kwargs)
+            if birds or backend == "bgp":
+                cluster.start_birds()
             cluster.put_config()
             cluster.start_all(one_by_one=bool(cluster.flanneld_hosts()), containers=containers)
             yield cluster
@@ -169,7 +182,16 @@ class AgentCluster:
         ]
         if self.kind(host) == FLANNELD:
             return [str(self.flanneld), *common, *self.flanneld_args]
-        return [sys.executable, "-m", "pyflannel", *common, *self.extra_args]
+        conf, sock = bird_paths(self.lab, host)
+        bgp = [f"--bgp-bird-config={conf}", f"--bgp-bird-socket={sock}"]
+        return [sys.executable, "-m", "pyflannel", *common, *bgp, *self.extra_args]
+
+    def start_birds(self) -> dict[int, BirdControl]:
+        """A BIRD on every host (the bgp backend's), on a stub the agent will replace."""
+        self.birds = {
+            i: start_bird(self.lab, i, stub_config(self.lab.host_ip(i))) for i in self.agents
+        }
+        return self.birds
 
     def start_all(
         self,

@@ -8,6 +8,12 @@ namespaces themselves)::
               bridge cbr0 = first address of the host's overlay subnet (Docker's --bip)
     p-hIcJ    container J of host I: eth0 on cbr0 = subnet .(1+J), default route via cbr0
 
+With routed_hosts=R the last R hosts sit behind a router instead, on a second segment: the
+switch gets a second bridge br1 (no address), the router p-rt has eth0 on br0 (the underlay's
+last address) and eth1 on br1 (ROUTED_SEGMENT .1), the routed hosts eth0 = ROUTED_SEGMENT
+.(10+I) on br1; each side has a route to the other side's segment via the router (no default
+routes anywhere). Host-gw cannot cross it; a routing protocol can.
+
 Namespaces are addressed by short names: ``"sw"``, ``"h1"``, ``"h1c2"`` (or an int for a host).
 """
 
@@ -26,6 +32,8 @@ from pyflannel.errors import UsageError
 
 ETCD_PORT = 2379
 SWITCH_BRIDGE = "br0"
+ROUTED_BRIDGE = "br1"
+ROUTED_SEGMENT = IPv4Network("198.51.100.0/24")
 CONTAINER_BRIDGE = "cbr0"
 UPLINK = "eth0"
 # Test traffic must stay on documentation ranges (see docs/ENVIRONMENT.md).
@@ -40,7 +48,7 @@ Node = int | str
 
 def _lab_ns_re(prefix: str) -> re.Pattern[str]:
     # sw, hosts h<i>, their containers h<i>c<j> and CNI pods p<i>-<name> (pyflannel_lab.cni).
-    return re.compile(rf"^{re.escape(prefix)}-(sw|h\d+(c\d+)?|p\d+-[a-z0-9]+)$")
+    return re.compile(rf"^{re.escape(prefix)}-(sw|rt|h\d+(c\d+)?|p\d+-[a-z0-9]+)$")
 
 
 def lab_namespaces(prefix: str) -> list[str]:
@@ -71,6 +79,7 @@ class LabLayout:
         containers_per_host: int = 1,
         *,
         wire_like: bool = False,
+        routed_hosts: int = 0,
     ) -> None:
         """wire_like: the hosts' underlay veths checksum and segment in software, as a NIC
         puts packets on a wire (by default a veth hands offloaded packets on unsegmented, with
@@ -91,6 +100,17 @@ class LabLayout:
         self.containers_per_host = containers_per_host
         self.wire_like = wire_like
         self.underlay = self._check_underlay(underlay, hosts)
+        if not 0 <= routed_hosts < hosts:
+            raise UsageError(
+                f"routed_hosts={routed_hosts} is out of range; use 0..{hosts - 1} (at least one "
+                "host stays on the first segment, with etcd)"
+            )
+        if routed_hosts and self.underlay.overlaps(ROUTED_SEGMENT):
+            raise UsageError(
+                f"lab underlay {self.underlay} overlaps the routed segment {ROUTED_SEGMENT}; "
+                "use 192.0.2.0/24 or 203.0.113.0/24"
+            )
+        self.routed_hosts = routed_hosts
         subnets = overlay_subnets
         if subnets is not None and len(subnets) != hosts:
             raise UsageError(
@@ -139,6 +159,20 @@ class LabLayout:
     def switch_ns(self) -> str:
         return f"{self.prefix}-sw"
 
+    @property
+    def router_ns(self) -> str:
+        return f"{self.prefix}-rt"
+
+    def is_routed(self, i: int) -> bool:
+        """True for a host on the second segment, behind the router."""
+        self._check_host(i)
+        return i > self.hosts - self.routed_hosts
+
+    @property
+    def router_ips(self) -> tuple[str, str]:
+        """The router's addresses on the first and on the routed segment."""
+        return str(self.underlay.broadcast_address - 1), str(ROUTED_SEGMENT.network_address + 1)
+
     def host_indexes(self) -> range:
         return range(1, self.hosts + 1)
 
@@ -163,9 +197,11 @@ class LabLayout:
         name = node.removeprefix(f"{self.prefix}-")
         if name == "sw":
             return self.switch_ns
+        if name == "rt":
+            return self.router_ns
         m = re.fullmatch(r"h(\d+)(?:c(\d+))?", name)
         if not m:
-            raise UsageError(f"lab node {node!r} is unknown; use 'sw', 'h<i>' or 'h<i>c<j>'")
+            raise UsageError(f"lab node {node!r} is unknown; use 'sw', 'rt', 'h<i>' or 'h<i>c<j>'")
         host = int(m.group(1))
         self._check_host(host)
         return f"{self.prefix}-{name}"
@@ -179,8 +215,8 @@ class LabLayout:
         return str(self.underlay.network_address + 1)
 
     def host_ip(self, i: int) -> str:
-        self._check_host(i)
-        return str(self.underlay.network_address + 10 + i)
+        segment = ROUTED_SEGMENT if self.is_routed(i) else self.underlay
+        return str(segment.network_address + 10 + i)
 
     def subnet(self, i: int) -> str | None:
         self._check_host(i)

@@ -10,7 +10,14 @@ from ipaddress import IPv4Interface, IPv4Network
 from pyroute2 import IPRoute, netns
 
 from pyflannel.errors import FlannelError, UsageError
-from pyflannel_lab.layout import CONTAINER_BRIDGE, SWITCH_BRIDGE, UPLINK, Node
+from pyflannel_lab.layout import (
+    CONTAINER_BRIDGE,
+    ROUTED_BRIDGE,
+    ROUTED_SEGMENT,
+    SWITCH_BRIDGE,
+    UPLINK,
+    Node,
+)
 from pyflannel_lab.processes import LabProcesses
 from pyflannel_lab.state_file import LabStateFile
 
@@ -58,6 +65,39 @@ class LabNetwork(LabProcesses, LabStateFile):
             br = self._index(ipr, SWITCH_BRIDGE)
             ipr.addr("add", index=br, address=self.switch_ip, prefixlen=self.underlay.prefixlen)
             ipr.link("set", index=br, state="up")
+            if self.routed_hosts:
+                ipr.link("add", ifname=ROUTED_BRIDGE, kind="bridge")
+                ipr.link("set", index=self._index(ipr, ROUTED_BRIDGE), state="up")
+        if self.routed_hosts:
+            self._make_router()
+            # etcd's answers to the routed hosts.
+            self._route_via_router("sw", str(ROUTED_SEGMENT), self.router_ips[0])
+
+    def _make_router(self) -> None:
+        self._create_ns(self.router_ns)
+        for uplink, bridge, address, segment in (
+            ("eth0", SWITCH_BRIDGE, self.router_ips[0], self.underlay),
+            ("eth1", ROUTED_BRIDGE, self.router_ips[1], ROUTED_SEGMENT),
+        ):
+            port = f"rt-{uplink}"
+            with self.iproute("sw") as sw:
+                sw.link(
+                    "add",
+                    ifname=port,
+                    kind="veth",
+                    peer={"ifname": uplink, "net_ns_fd": self.router_ns},
+                )
+                idx = self._index(sw, port)
+                sw.link("set", index=idx, master=self._index(sw, bridge), state="up")
+            with self.iproute("rt") as ipr:
+                eth = self._index(ipr, uplink)
+                ipr.addr("add", index=eth, address=address, prefixlen=segment.prefixlen)
+                ipr.link("set", index=eth, state="up")
+        self.sysctl("rt", "net.ipv4.ip_forward", "1")
+
+    def _route_via_router(self, node: Node, dst: str, gateway: str) -> None:
+        with self.iproute(node) as ipr:
+            ipr.route("add", dst=dst, gateway=gateway)
 
     def _make_host(self, i: int) -> None:
         ns = self.host_ns(i)
@@ -66,11 +106,17 @@ class LabNetwork(LabProcesses, LabStateFile):
         with self.iproute("sw") as sw:
             sw.link("add", ifname=port, kind="veth", peer={"ifname": UPLINK, "net_ns_fd": ns})
             idx = self._index(sw, port)
-            sw.link("set", index=idx, master=self._index(sw, SWITCH_BRIDGE), state="up")
+            bridge = ROUTED_BRIDGE if self.is_routed(i) else SWITCH_BRIDGE
+            sw.link("set", index=idx, master=self._index(sw, bridge), state="up")
+        segment = ROUTED_SEGMENT if self.is_routed(i) else self.underlay
         with self.iproute(i) as ipr:
             eth = self._index(ipr, UPLINK)
-            ipr.addr("add", index=eth, address=self.host_ip(i), prefixlen=self.underlay.prefixlen)
+            ipr.addr("add", index=eth, address=self.host_ip(i), prefixlen=segment.prefixlen)
             ipr.link("set", index=eth, state="up")
+        if self.is_routed(i):
+            self._route_via_router(i, str(self.underlay), self.router_ips[1])
+        elif self.routed_hosts:
+            self._route_via_router(i, str(ROUTED_SEGMENT), self.router_ips[0])
         self.sysctl(i, "net.ipv4.ip_forward", "1")
         if self.wire_like:
             self.run(i, sys.executable, "-c", _TX_CHECKSUM_OFF, UPLINK)

@@ -28,6 +28,7 @@ class LabStateFile(LabLayout):
             "hosts": self.hosts,
             "underlay": str(self.underlay),
             "containers_per_host": self.containers_per_host,
+            "routed_hosts": self.routed_hosts,
             "tmpdir": str(self.tmpdir) if self.tmpdir else None,
             "etcd_pid": self._etcd_pid,
             "host_state": {
@@ -58,6 +59,7 @@ class LabStateFile(LabLayout):
             hosts=data["hosts"],
             underlay=data["underlay"],
             containers_per_host=data["containers_per_host"],
+            routed_hosts=data.get("routed_hosts", 0),
         )
         lab.tmpdir = Path(data["tmpdir"]) if data.get("tmpdir") else None
         lab._etcd_pid = data.get("etcd_pid")

@@ -32,14 +32,20 @@ from pyflannel.subnet.lease import Lease, LeaseAttrs
 log = logging.getLogger(__name__)
 
 
-def external_peers(options: Mapping[str, object]) -> tuple[BgpPeer, ...]:
-    """Backend.Peers of the network config (checked by config.py)."""
+def external_peers(
+    options: Mapping[str, object], segment: ipaddress.IPv4Network
+) -> tuple[BgpPeer, ...]:
+    """Backend.Peers of the network config (checked by config.py); a peer outside our
+    segment is reached in more than one hop."""
     peers = options.get("Peers") or ()
     assert isinstance(peers, tuple | list)
-    return tuple(
-        BgpPeer(ipaddress.IPv4Address(p["Address"]), int(p["ASN"]), "external", str(p["Name"]))
-        for p in peers
-    )
+    found = []
+    for p in peers:
+        address = ipaddress.IPv4Address(p["Address"])
+        found.append(
+            BgpPeer(address, int(p["ASN"]), "external", str(p["Name"]), address not in segment)
+        )
+    return tuple(found)
 
 
 class BgpBackend(Backend):
@@ -118,8 +124,12 @@ class BgpBackend(Backend):
             network=self.config.network,
             own_subnet=self.own_lease.subnet if self.own_lease else None,
             asn=asn,
-            peers=tuple(p for p in mesh if p.address != own) + external_peers(options),
+            peers=tuple(p for p in mesh if p.address != own)
+            + external_peers(options, self._segment()),
         )
+
+    def _segment(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network((self.ext.iface_addr, self.ext.prefixlen), strict=False)
 
     def commit(self) -> None:
         if self._write_config() or self._reload_pending:

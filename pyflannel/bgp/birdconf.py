@@ -37,6 +37,9 @@ class BgpPeer:
     asn: int
     kind: PeerKind = "mesh"
     name: str = ""  # external peers: the operator's name for it
+    # eBGP to a router that is not on our segment (BIRD's eBGP wants a direct neighbour by
+    # default; iBGP, the mesh, is multihop anyway).
+    multihop: bool = False
 
     @property
     def protocol(self) -> str:
@@ -68,8 +71,9 @@ def render(settings: BirdSettings) -> str:
         "timeformat protocol iso long;",
         "",
         "protocol device { scan time 10; }",
-        "# Interface routes and the kernel's own routes: next hops resolve through them.",
-        "protocol direct { ipv4; }",
+        "# Interface routes and the kernel's own routes: next hops resolve through them. Not the",
+        "# bridge's route for our subnet: it would win over the blackhole that announces it.",
+        f"protocol direct {{ ipv4 {{ import where net !~ [ {network} ]; }}; }}",
         "protocol kernel flannel_kernel {",
         "  learn;",
         "  scan time 10;",
@@ -100,8 +104,9 @@ def render(settings: BirdSettings) -> str:
             "}",
         ]
     for peer in settings.peers:
+        hops = " multihop;" if peer.multihop and peer.kind == "external" else ""
         lines.append(
             f"protocol bgp {peer.protocol} from flannel_{peer.kind} "
-            f"{{ neighbor {peer.address} as {peer.asn}; }}"
+            f"{{ neighbor {peer.address} as {peer.asn};{hops} }}"
         )
     return "\n".join(lines) + "\n"

@@ -95,7 +95,8 @@ def test_the_mesh_follows_the_bgp_leases_and_bird_down_is_retried(tmp_path: Path
         "protocol bgp mesh_198_51_100_12 from flannel_mesh { neighbor 198.51.100.12 as 64512; }",
         "protocol bgp mesh_198_51_100_13 from flannel_mesh { neighbor 198.51.100.13 as 64512; }",
     ]
-    assert "protocol bgp ext_tor from flannel_external { neighbor 203.0.113.1 as 64513; }" in text
+    external = "protocol bgp ext_tor from flannel_external { neighbor 203.0.113.1 as 64513;"
+    assert f"{external} multihop; }}" in text  # not on our segment: more than one hop
     assert oct(conf.stat().st_mode & 0o777) == "0o644"
     metrics = b.metrics()
     assert metrics["pyflannel_bgp_reload_pending"] == 1.0  # no bird here: kept for later
@@ -118,7 +119,8 @@ def test_no_node_mesh_peers_only_with_the_configured_routers(tmp_path: Path) -> 
     b.commit()
     sessions = [ln for ln in (tmp_path / "bird.conf").read_text().splitlines() if "neighbor" in ln]
     assert sessions == [
-        "protocol bgp ext_203_0_113_1 from flannel_external { neighbor 203.0.113.1 as 64513; }"
+        "protocol bgp ext_203_0_113_1 from flannel_external "
+        "{ neighbor 203.0.113.1 as 64513; multihop; }"
     ]
 
 
