@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from pyflannel import __version__
@@ -28,6 +29,8 @@ from pyflannel.backend.base import Backend
 from pyflannel.backend.cleanup import remove_stale_devices, remove_stale_routes
 from pyflannel.backend.nlbulk import ChangeMonitor
 from pyflannel.backend.settings import BackendSettings
+from pyflannel.bgp.birdctl import BirdControl
+from pyflannel.bgp.birdfile import retire as retire_bird
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import (
     ConfigError,
@@ -270,11 +273,22 @@ class Agent:
                     ext_index=self.backend.ext.index,
                     keep_fast_path=self.backend.fast_path_attached(),
                 )
+                if self.backend.type != "bgp":  # BIRD's routes stayed until now, as a device
+                    retire_bird(
+                        Path(self.opts.bgp_bird_config),
+                        BirdControl(self.opts.bgp_bird_socket),
+                        self.backend.ext.public_ip,
+                        config.network,
+                    )
                 stale_devices_at = None
             if now >= renew_at:
                 renew_at = now + self._renew(manager, config)
             if now >= reconcile_at:
-                self._reconcile(full=now >= full_reconcile_at or self._kernel_changed())
+                self._reconcile(
+                    full=now >= full_reconcile_at
+                    or self.backend.settling()
+                    or self._kernel_changed()
+                )
                 self._forget_own_changes()
                 if now >= full_reconcile_at:
                     full_reconcile_at = now + FULL_RECONCILE_EVERY * self.opts.reconcile_interval

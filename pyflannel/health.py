@@ -40,6 +40,7 @@ HELP = {
     "pyflannel_lease_renewals_total": "Lease renewals that succeeded.",
     "pyflannel_mixed_backend_peers": "Peers on another backend, routed directly.",
     "pyflannel_bgp_mesh_peers": "bgp: nodes in the node-to-node mesh (BIRD sessions written).",
+    "pyflannel_bgp_bridged_peers": "bgp: peers routed directly until BIRD routes them.",
     "pyflannel_bgp_reloads_total": "bgp: BIRD reloads after a configuration change.",
     "pyflannel_bgp_reload_failures_total": "bgp: BIRD reloads that failed (BIRD down?).",
     "pyflannel_bgp_reload_pending": "bgp: 1 while BIRD has not loaded the file written last.",

@@ -114,6 +114,12 @@ class Backend(ABC):
             self.mixed.discard(subnet)
             self.direct.remove(subnet)
 
+    def settling(self) -> bool:
+        """True while the kernel is expected to change by others' hands soon (bgp: BIRD's
+        routes for bridged peers): the daemon then reconciles fully at every interval instead
+        of waiting for netlink to report a change."""
+        return False
+
     def check(self) -> None:  # noqa: B027  (an optional hook: most backends accept any setup)
         """Refuse a setup that cannot work, before anything in the kernel is touched."""
 

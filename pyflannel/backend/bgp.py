@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from pyflannel.backend.netlink import Kernel
 from pyflannel.backend.settings import BackendSettings
 from pyflannel.bgp.birdconf import BgpPeer, BirdSettings, mesh_peers, render
 from pyflannel.bgp.birdctl import BirdControl, BirdError
+from pyflannel.bgp.birdfile import write_if_changed
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import FlannelError
 from pyflannel.iface import ExternalInterface
@@ -63,6 +62,9 @@ class BgpBackend(Backend):
         self.config_path = Path(self.settings.bird_config)
         self.bird = BirdControl(self.settings.bird_socket)
         self.mesh: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
+        # bgp peers on our segment that BIRD has not routed yet (a switch rolling, a session
+        # coming up, BIRD down): routed directly meanwhile, as peers of another backend.
+        self.bridged: set[ipaddress.IPv4Network] = set()
         self.reloads = 0
         self.reload_failures = 0
         self._reload_pending = False
@@ -92,25 +94,62 @@ class BgpBackend(Backend):
     # -- peers ----------------------------------------------------------------------------------
 
     def apply_peer(self, lease: Lease) -> None:
-        if self.serves(lease):
-            self.mesh[lease.subnet] = lease.attrs.public_ip
-            self.forget_mixed_peer(lease.subnet)  # BIRD's route takes over
-        else:
-            self.mesh.pop(lease.subnet, None)
-            self.apply_mixed_peer(lease)
+        self.apply_peers([lease])
+
+    def apply_peers(self, leases: list[Lease]) -> None:
+        routed = self._routed_by_bird()
+        for lease in leases:
+            if self.serves(lease):
+                self.mesh[lease.subnet] = lease.attrs.public_ip
+                if lease.subnet not in routed and self.direct.reachable(lease):
+                    self._bridge(lease)
+            else:
+                self.mesh.pop(lease.subnet, None)
+                self.bridged.discard(lease.subnet)
+                self.apply_mixed_peer(lease)
 
     def remove_peer(self, lease: Lease) -> None:
         self.mesh.pop(lease.subnet, None)
+        self.bridged.discard(lease.subnet)
         self.forget_mixed_peer(lease.subnet)
 
     def reconcile(self, peers: Mapping[ipaddress.IPv4Network, Lease]) -> None:
         own, mixed = self.split_peers(peers)
         self.mesh = {subnet: lease.attrs.public_ip for subnet, lease in own.items()}
-        self.mixed = set(mixed)
-        self.repairs += self.direct.sync(mixed)
+        routed = self._routed_by_bird()
+        bridged = {
+            s: lease for s, lease in own.items() if s not in routed and self.direct.reachable(lease)
+        }
+        for subnet in self.bridged - set(bridged):
+            log.info("peer %s: routed by BIRD now, its direct route is gone", subnet)
+        self.bridged = set(bridged)
+        self.mixed = set(mixed) | self.bridged
+        self.repairs += self.direct.sync({**mixed, **bridged})
         if self._write_config():
             self.repairs += 1
         self._reload()
+
+    def settling(self) -> bool:
+        return bool(self.bridged)  # BIRD's routes are on their way: look at every interval
+
+    def _routed_by_bird(self) -> set[ipaddress.IPv4Network]:
+        return {r.dst for r in self.kernel.routes(self.config.network, daemons=True)}
+
+    def _bridge(self, lease: Lease) -> None:
+        if lease.subnet not in self.bridged:
+            log.info("peer %s: routed directly until BIRD routes it", lease.subnet)
+            self.bridged.add(lease.subnet)
+        self.mixed.add(lease.subnet)
+        self.direct.apply(lease, mixed=True)
+
+    def _end_bridges(self) -> None:
+        """Direct routes of bridged peers go once BIRD has routed their subnets."""
+        if not self.bridged:
+            return
+        for subnet in self.bridged & self._routed_by_bird():
+            self.bridged.discard(subnet)
+            self.forget_mixed_peer(subnet)
+            log.info("peer %s: routed by BIRD now, its direct route is gone", subnet)
 
     # -- BIRD -----------------------------------------------------------------------------------
 
@@ -134,25 +173,13 @@ class BgpBackend(Backend):
     def commit(self) -> None:
         if self._write_config() or self._reload_pending:
             self._reload()
+        self._end_bridges()
 
     def _write_config(self) -> bool:
-        """Write the file if its text differs (atomically: BIRD may read it at any time)."""
-        text = render(self.bird_settings())
-        try:
-            if self.config_path.read_text() == text:
-                return False
-        except OSError:
-            pass
-        fd, tmp = tempfile.mkstemp(prefix=".pyflannel-", dir=self.config_path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)  # BIRD runs as its own user
-            os.replace(tmp, self.config_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        log.info("wrote %s (%d BGP peers)", self.config_path, len(self.bird_settings().peers))
+        settings = self.bird_settings()
+        if not write_if_changed(self.config_path, render(settings)):
+            return False
+        log.info("wrote %s (%d BGP peers)", self.config_path, len(settings.peers))
         self._reload_pending = True
         return True
 
@@ -177,6 +204,7 @@ class BgpBackend(Backend):
     def metrics(self) -> dict[str, float]:
         return super().metrics() | {
             "pyflannel_bgp_mesh_peers": float(len(self.mesh)),
+            "pyflannel_bgp_bridged_peers": float(len(self.bridged)),
             "pyflannel_bgp_reloads_total": float(self.reloads),
             "pyflannel_bgp_reload_failures_total": float(self.reload_failures),
             "pyflannel_bgp_reload_pending": 1.0 if self._reload_pending else 0.0,

@@ -198,9 +198,11 @@ class Kernel:
                 "del", dst=str(route.dst), oif=route.oif, table=MAIN_TABLE, proto=RTPROT_BOOT
             )
 
-    def routes(self, within: ipaddress.IPv4Network, oif: int | None = None) -> list[Route]:
+    def routes(
+        self, within: ipaddress.IPv4Network, oif: int | None = None, *, daemons: bool = False
+    ) -> list[Route]:
         """Main-table IPv4 routes whose destination lies inside `within` (optionally on `oif`),
-        leaving out those of routing daemons (BIRD's in the bgp backend)."""
+        leaving out those of routing daemons (BIRD's in the bgp backend); daemons: only those."""
         # Integer tests: ipaddress's subnet_of costs 10 us a call, thousands of times a pass.
         base, mask, plen = int(within.network_address), int(within.netmask), within.prefixlen
         return [
@@ -209,7 +211,7 @@ class Kernel:
             if entry.dst.prefixlen >= plen
             and int(entry.dst.network_address) & mask == base
             and (oif is None or entry.oif == oif)
-            and entry.proto <= RTPROT_STATIC
+            and (entry.proto > RTPROT_STATIC) == daemons
         ]
 
     # -- neighbours and fdb (vxlan) ---------------------------------------------------------

@@ -21,6 +21,8 @@ DEFAULT_ASN = 64512  # the first private AS number, as Calico's default
 # connected route (metric 0), and no route of another source (the agent's, an operator's) is
 # replaced, as routes of different metrics do not clash.
 KERNEL_METRIC = 32
+# The file's first line: how the agent knows a BIRD configuration is its own (birdfile.retire).
+HEADER = "# Written by pyflannel from the flannel leases and the network config, and rewritten"
 PeerKind = Literal["mesh", "external"]
 # BIRD protocol names start with the peer's kind: what `flannelctl bgp status` reads back.
 PROTOCOL_PREFIX: dict[PeerKind, str] = {"mesh": "mesh_", "external": "ext_"}
@@ -65,7 +67,7 @@ def mesh_peers(addresses: Iterable[ipaddress.IPv4Address], asn: int) -> tuple[Bg
 def render(settings: BirdSettings) -> str:
     network = f"{settings.network}+"
     lines = [
-        "# Written by pyflannel from the flannel leases and the network config, and rewritten",
+        HEADER,
         "# whenever they change: do not edit (the agent reloads bird with `birdc configure`).",
         f"router id {settings.router_id};",
         "timeformat protocol iso long;",

@@ -88,6 +88,12 @@ def test_the_router_learns_every_subnet_and_the_hosts_route_through_it(
     assert {dst: r["gateway"] for dst, r in learned.items()} == {
         str(c.subnet(i)): lab.host_ip(i) for i in c.agents
     }
+    # Pings pass before the mesh is up (peers on our segment are routed directly meanwhile):
+    # wait for BIRD's route to every subnet on every host.
+    every = {str(c.subnet(i)) for i in c.agents}
+    for i in c.agents:
+        node = f"h{i}"
+        wait_for(lambda n=node: set(bird_routes(lab, n)) == every, 30, 0.2, f"{node} BIRD routes")
     for i in c.agents:
         routes = bird_routes(lab, f"h{i}")
         own = routes.pop(str(c.subnet(i)))

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from pyroute2 import netns
 
+from pyflannel.bgp.birdconf import KERNEL_METRIC
 from pyflannel_lab import Lab
 from pyflannel_lab.agents import AgentCluster, wait_for
 
@@ -30,8 +31,17 @@ RECONCILE_INTERVAL = 2
 AGENT_ARGS = ["--ip-masq", "--iptables-resync=1", f"--reconcile-interval={RECONCILE_INTERVAL}"]
 RECONCILE_DEADLINE = 3.5  # one reconcile interval (+20 % jitter) plus slack
 PEER_UPDATE_DEADLINE = 1.0
-MTU = {"host-gw": 1500, "udp": 1472, "vxlan": 1450, "ipip": 1480}
-DEVICE = {"host-gw": None, "udp": "flannel0", "vxlan": "flannel.1", "ipip": "flannel.ipip"}
+# BIRD's sessions: a connect attempt refused by a peer not yet configured is retried after 5 s
+# (birdconf's `connect retry time`), then the route reaches the kernel.
+BGP_DEADLINE = 12.0
+MTU = {"host-gw": 1500, "udp": 1472, "vxlan": 1450, "ipip": 1480, "bgp": 1500}
+DEVICE = {
+    "host-gw": None,
+    "udp": "flannel0",
+    "vxlan": "flannel.1",
+    "ipip": "flannel.ipip",
+    "bgp": None,
+}
 # A peer that is not on the lab's L2 segment (192.0.2.0/24), with a subnet no agent picks
 # (agents choose among the first 100 free subnets).
 OFF_LINK_IP = "198.51.100.77"
@@ -69,12 +79,16 @@ def devices(c: AgentCluster, host: int) -> set[str]:
 
 
 def flannel_routes(c: AgentCluster, host: int) -> set[str]:
-    """`ip route` lines the agent owns (everything but the kernel's connected routes)."""
+    """`ip route` lines the agent owns (not the kernel's connected routes, not BIRD's)."""
     return {
         line
         for line in lines(c.lab.run(f"h{host}", "ip", "route").stdout)
-        if "proto kernel" not in line
+        if "proto kernel" not in line and "proto bird" not in line
     }
+
+
+def bird_routes(c: AgentCluster, host: int) -> set[str]:
+    return set(lines(c.lab.run(f"h{host}", "ip", "route", "show", "proto", "bird").stdout))
 
 
 def vxlan_entries(c: AgentCluster, host: int) -> set[str]:
@@ -88,6 +102,8 @@ def expected_routes(c: AgentCluster, host: int, backend: str, direct: bool = Fal
     peers = peers_of(c, host)
     if backend == "host-gw" or direct:
         return {f"{c.subnet(p)} via {c.lab.host_ip(p)} dev eth0" for p in peers}
+    if backend == "bgp":
+        return set()  # BIRD's (bird_routes), none of the agent's
     if backend == "udp":
         return {f"{c.env(host)['FLANNEL_NETWORK']} dev flannel0 scope link"}
     if backend == "vxlan":
@@ -142,6 +158,19 @@ def wait_host_state(c: AgentCluster, host: int, backend: str) -> None:
             c, host, backend
         )
 
+    if c.birds:
+        # bgp: BIRD routes every peer first (a peer that switched keeps its direct route until
+        # then); any other backend retires BIRD's routes after a switch from bgp.
+        want_bird = (
+            {
+                f"{c.subnet(p)} via {c.lab.host_ip(p)} dev eth0 metric {KERNEL_METRIC}"
+                for p in peers_of(c, host)
+            }
+            | {f"blackhole {c.subnet(host)} metric {KERNEL_METRIC}"}
+            if backend == "bgp"
+            else set()
+        )
+        wait_for(lambda: bird_routes(c, host) == want_bird, BGP_DEADLINE, 0.1, f"h{host} BIRD")
     wait_for(kernel_ok, RECONCILE_DEADLINE, 0.1, f"{backend} devices and routes on h{host}")
     want_entries = expected_vxlan_entries(c, host) if backend == "vxlan" else set()
 

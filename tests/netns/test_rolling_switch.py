@@ -1,6 +1,7 @@
 """A backend switch rolled node by node, with 10/s pings between every pair of containers.
 
-For every ordered pair of backends (vxlan, host-gw, udp, ipip: 12 switches): three nodes on the
+For every ordered pair of backends (vxlan, host-gw, udp, ipip, bgp: 20 switches; every host
+runs a BIRD, which only bgp's agents configure): three nodes on the
 old backend, the new config written, then the agents restarted one at a time with a pause
 between them (the mixed phase a rolling switch goes through). While a peer runs another
 backend, each agent routes it directly on the shared segment (Backend.apply_mixed_peer), and the
@@ -24,7 +25,7 @@ from tests.netns.test_dataplane_more import AGENT_ARGS, wait_host_state
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "build" / "rolling-switch-gaps.txt"
-BACKENDS = ("vxlan", "host-gw", "udp", "ipip")
+BACKENDS = ("vxlan", "host-gw", "udp", "ipip", "bgp")
 SWITCHES = [(old, new) for old in BACKENDS for new in BACKENDS if old != new]
 ROLL_PAUSE = 1.0  # seconds between two nodes' restarts: the cluster runs mixed meanwhile
 GAP_LIMIT = 1.0  # seconds of lost replies allowed per pair (issue goal)
@@ -52,7 +53,7 @@ def report() -> Iterator[list[str]]:
 def test_rolling_switch_keeps_every_pair_connected(
     old: str, new: str, report: list[str], tmp_path: Path
 ) -> None:
-    with AgentCluster.running(old, extra_args=AGENT_ARGS) as c:
+    with AgentCluster.running(old, extra_args=AGENT_ARGS, birds=True) as c:
         pingers = Pingers(c.lab, tmp_path)
         pingers.start()
         try:

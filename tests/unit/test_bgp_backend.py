@@ -12,11 +12,15 @@ from typing import Any
 import pytest
 
 from pyflannel.backend.bgp import BgpBackend
+from pyflannel.backend.netlink import Route
 from pyflannel.backend.settings import BackendSettings
+from pyflannel.bgp.birdctl import BirdControl
+from pyflannel.bgp.birdfile import retire
 from pyflannel.config import parse_config
 from pyflannel.errors import ConfigError, FlannelError
 from pyflannel.iface import ExternalInterface
 from pyflannel.subnet.lease import Lease, LeaseAttrs
+from tests.unit.fake_routes import FakeRoutes
 
 OWN_IP = ipaddress.IPv4Address("198.51.100.11")
 EXT = ExternalInterface("eth0", 2, OWN_IP, 24, OWN_IP, 1500)
@@ -32,11 +36,11 @@ def lease(subnet: str, ip: str, backend_type: str = "bgp") -> Lease:
     return Lease(ipaddress.IPv4Network(subnet), LeaseAttrs(ipaddress.IPv4Address(ip), backend_type))
 
 
-def backend(tmp_path: Path, **options: Any) -> BgpBackend:
+def backend(tmp_path: Path, kernel: FakeRoutes | None = None, **options: Any) -> BgpBackend:
     settings = BackendSettings(
         bird_config=str(tmp_path / "bird.conf"), bird_socket=str(tmp_path / "bird.ctl")
     )
-    b = BgpBackend(bgp_config(**options), EXT, settings)
+    b = BgpBackend(bgp_config(**options), EXT, settings, kernel or FakeRoutes())  # type: ignore[arg-type]
     b.check()
     return b
 
@@ -124,7 +128,70 @@ def test_no_node_mesh_peers_only_with_the_configured_routers(tmp_path: Path) -> 
     ]
 
 
+# -- peers BIRD has not routed yet ----------------------------------------------------------------
+
+
+def bird_route(subnet: str, via: str) -> Route:
+    return Route(ipaddress.IPv4Network(subnet), ipaddress.IPv4Address(via), EXT.index, False)
+
+
+def test_peers_on_our_segment_are_routed_directly_until_bird_routes_them(tmp_path: Path) -> None:
+    kernel = FakeRoutes()
+    b = backend(tmp_path, kernel)
+    b.activate(lease("10.5.1.0/24", str(OWN_IP)))
+    near, far = lease("10.5.2.0/24", "198.51.100.12"), lease("10.5.3.0/24", "203.0.113.7")
+    b.apply_peers([near, far])
+    b.commit()
+    # A switch rolling, or BIRD's session still coming up: no gap for the peer next to us;
+    # the one behind a router waits for BIRD (no direct route can reach it).
+    assert set(kernel.table) == {near.subnet}
+    assert b.settling() and b.metrics()["pyflannel_bgp_bridged_peers"] == 1.0
+
+    kernel.daemon_table[near.subnet] = bird_route("10.5.2.0/24", "198.51.100.12")
+    b.commit()
+    assert kernel.table == {} and not b.settling()
+
+    # BIRD stopped (it takes its routes along): the next reconcile bridges the peer again.
+    kernel.daemon_table.clear()
+    b.reconcile({near.subnet: near, far.subnet: far})
+    assert set(kernel.table) == {near.subnet}
+    kernel.daemon_table[near.subnet] = bird_route("10.5.2.0/24", "198.51.100.12")
+    b.reconcile({near.subnet: near, far.subnet: far})
+    assert kernel.table == {}
+
+
+def test_a_peer_leaving_takes_its_direct_route_along(tmp_path: Path) -> None:
+    kernel = FakeRoutes()
+    b = backend(tmp_path, kernel)
+    b.activate(lease("10.5.1.0/24", str(OWN_IP)))
+    near = lease("10.5.2.0/24", "198.51.100.12")
+    b.apply_peer(near)
+    b.remove_peer(near)
+    assert kernel.table == {} and not b.settling()
+
+
 def test_a_node_without_bird_installed_is_told_what_to_do(tmp_path: Path) -> None:
     settings = BackendSettings(bird_config=str(tmp_path / "no-bird" / "bird.conf"))
     with pytest.raises(FlannelError, match=r"no-bird does not exist; install BIRD 2"):
         BgpBackend(bgp_config(), EXT, settings).check()
+
+
+# -- after a switch away from bgp ------------------------------------------------------------------
+
+
+def test_retire_empties_our_file_and_leaves_an_operators_alone(tmp_path: Path) -> None:
+    b = backend(tmp_path)
+    b.activate(lease("10.5.1.0/24", str(OWN_IP)))
+    b.apply_peer(lease("10.5.3.0/24", "198.51.100.13"))
+    b.commit()
+    conf, control = tmp_path / "bird.conf", BirdControl(str(tmp_path / "bird.ctl"))
+    network = ipaddress.IPv4Network("10.5.0.0/16")
+    # No BIRD here: the file is written all the same (BIRD reads it when it starts).
+    assert not retire(conf, control, OWN_IP, network)
+    text = conf.read_text()
+    assert "protocol static" not in text and "protocol bgp" not in text
+    assert f"router id {OWN_IP};" in text
+
+    conf.write_text("router id 198.51.100.11;\nprotocol bgp tor { neighbor 203.0.113.1 as 1; }\n")
+    assert not retire(conf, control, OWN_IP, network)
+    assert "protocol bgp tor" in conf.read_text()  # not ours: untouched

@@ -8,6 +8,7 @@ from pyflannel.backend.direct import DirectRoutes
 from pyflannel.backend.netlink import Route
 from pyflannel.iface import ExternalInterface
 from pyflannel.subnet.lease import Lease, LeaseAttrs
+from tests.unit.fake_routes import FakeRoutes
 
 EXT = ExternalInterface(
     name="ext0",
@@ -18,26 +19,6 @@ EXT = ExternalInterface(
     mtu=1500,
 )
 NETWORK = IPv4Network("10.5.0.0/16")
-
-
-class FakeRoutes:
-    """The three route calls DirectRoutes makes, over a dict."""
-
-    def __init__(self) -> None:
-        self.table: dict[IPv4Network, Route] = {}
-
-    def route_replace(self, route: Route) -> None:
-        self.table[route.dst] = route
-
-    def route_delete(self, route: Route) -> None:
-        self.table.pop(route.dst, None)
-
-    def routes(self, within: IPv4Network, oif: int | None = None) -> list[Route]:
-        return [
-            r
-            for r in self.table.values()
-            if r.dst.subnet_of(within) and (oif is None or r.oif == oif)
-        ]
 
 
 def lease(subnet: str, public_ip: str) -> Lease:
