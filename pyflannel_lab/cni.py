@@ -195,6 +195,10 @@ class Podman:
             "[containers]\n"
             f'default_ulimits = ["nofile={min(1024, nofile)}:{nofile}", '
             f'"nproc={nproc}:{nproc}"]\n'
+            "[engine]\n"
+            # runc, not crun (podman's first choice where both are installed): crun refuses
+            # these machines' hybrid cgroup layout ("cgroups in hybrid mode not supported").
+            'runtime = "runc"\n'
             "[network]\n"
             'network_backend = "cni"\n'
             f"cni_plugin_dirs = [{json.dumps(str(cni.bin_dir))}, "
