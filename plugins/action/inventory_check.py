@@ -430,6 +430,10 @@ RULES: dict[str, tuple[Check, ...]] = {
     "cni_data_dir": (absolute_path,),
     "cni_delegate": (cni_delegate,),
     "cni_docker_bridge": (IFNAME,),
+    # bird
+    "bird_packages": (DEB_PACKAGES,),
+    "bird_apt_cache_valid_time": (NON_NEGATIVE,),
+    "bird_service": (matches(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", "bird"),),
     # overlay_verify
     "overlay_verify_packages": (DEB_PACKAGES,),
     "overlay_verify_apt_cache_valid_time": (NON_NEGATIVE,),

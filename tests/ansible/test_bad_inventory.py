@@ -187,7 +187,7 @@ ROWS: list[Row] = [
     int_row("flannel_network_subnet_len"),
     Row("flannel_network_subnet_min", "10.6.0.0", ("subnetmin", "not inside network")),
     Row("flannel_network_subnet_max", "not-an-ip", ("subnetmax", "ipv4")),
-    Row("flannel_network_backend", "geneve", ("vxlan", "udp", "host-gw", "ipip")),
+    Row("flannel_network_backend", "geneve", ("vxlan", "udp", "host-gw", "ipip", "bgp")),
     Row("flannel_network_backend_options", {"VNI": 16777216}, ("vni", "out of range")),
     Row("flannel_network_backend_options", {"Port": 70000}, ("port", "out of range")),
     Row("flannel_network_backend_options", {"Type": "udp"}, ("must not contain type",)),
@@ -296,6 +296,12 @@ ROWS: list[Row] = [
     bool_row("cni_share_docker_bridge"),
     Row("cni_docker_bridge", "a-bridge-name-too-long", ("1 to 15 characters",)),
     Row("cni_flannel_lease", "10.5.1.1/24", DICT_WORDS),
+    # -- bird -----------------------------------------------------------------------------------
+    bool_row("bird_install_packages"),
+    Row("bird_packages", ["Bird 2"], ("debian package",)),
+    bool_row("bird_apt_update_cache"),
+    Row("bird_apt_cache_valid_time", -1, (">= 0",)),
+    Row("bird_service", "bird service", ("must look like bird",)),
     # -- overlay_verify -------------------------------------------------------------------------
     bool_row("overlay_verify_install_packages"),
     Row("overlay_verify_packages", ["Docker.IO"], ("debian package",)),

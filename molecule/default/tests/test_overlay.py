@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO))
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("flannel")
 
+from pyflannel.mtu import OVERHEAD  # noqa: E402  (container MTU = underlay MTU - this)
+
 PREFIX = "/coreos.com/network"
-# Encapsulation overhead per backend (docs/compatibility.md): container MTU = underlay MTU - this.
-OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0, "ipip": 20}
 # The BackendType a lease carries: none for udp, as flanneld writes it.
 LEASE_TYPE = {"udp": None}
 
@@ -159,6 +159,29 @@ def test_dockerd_flags_from_the_lease(host: Any) -> None:
     # Shared with CNI pods: Docker allocates from the lower half of the lease only.
     lower = next(ipaddress.IPv4Interface(env["FLANNEL_SUBNET"]).network.subnets(prefixlen_diff=1))
     assert (f"--fixed-cidr={lower}" in cmdline) == (_networking() == "both"), cmdline
+
+
+def test_bird_routes_every_peer_on_bgp_and_nothing_otherwise(
+    host: Any, leases: dict[str, dict[str, Any]]
+) -> None:
+    """bgp: BIRD running, a `proto bird` route to every other lease via its node and our own
+    subnet as a blackhole (the Calico walk-through's `ip route`), every session Established in
+    `flannelctl bgp status`. Any other backend: no `proto bird` route at all."""
+    routes = json.loads(host.check_output("ip -4 -j route show proto bird"))
+    if _backend() != "bgp":
+        assert routes == [], routes
+        return
+    assert host.service("bird").is_running
+    own = str(ipaddress.IPv4Interface(_subnet_env(host)["FLANNEL_SUBNET"]).network)
+    want = {
+        subnet: ("blackhole" if subnet == own else lease["PublicIP"])
+        for subnet, lease in leases.items()
+    }
+    got = {r["dst"]: r.get("gateway", r.get("type")) for r in routes}
+    assert got == want, routes
+    status = json.loads(host.check_output("flannelctl -o json bgp status"))
+    assert sorted(row["state"] for row in status) == ["up"] * (len(leases) - 1), status
+    assert {row["info"] for row in status} == {"Established"}, status
 
 
 def test_cni_plugin_and_config_list(host: Any) -> None:

@@ -1,10 +1,11 @@
 """Day-2 steps under live workloads (side_effect.yml ran them; this reads the results).
 
-Per switch (host-gw -> vxlan, vxlan -> udp): the longest run of lost replies of the 10/s
+Per switch (host-gw -> vxlan, vxlan -> bgp, bgp -> udp): the longest run of lost replies of the 10/s
 pingers between the workload containers of every pair of nodes (the connectivity gap), and
 8 MiB TCP transfers both ways between old and new containers. The agent upgrade and the SIGKILL
 of every flanneld (both on kernel vxlan): no reply lost, every agent restarted on its subnet,
-the upgrade on the tree's version. Afterwards: no workload container
+the upgrade on the tree's version. Afterwards: no `proto bird` route left (BIRD's file retired
+by the agents after bgp -> udp), no workload container
 restarted, and site.yml run once more changes nothing; last, with the workloads removed,
 site.yml rebuilds the bridge and new containers get the lease's MTU. The figures go to
 build/live-switch-report.txt (and the log).
@@ -30,7 +31,7 @@ REPORT = REPO / "build" / "live-switch-report.txt"
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("flannel")
 
-SWITCHES = {"1-vxlan": "host-gw -> vxlan", "4-udp": "vxlan -> udp"}
+SWITCHES = {"1-vxlan": "host-gw -> vxlan", "4-bgp": "vxlan -> bgp", "5-udp": "bgp -> udp"}
 # Steps that restart every agent on the kernel vxlan path: not one reply may be lost.
 RESTARTS = {"2-upgrade": "agent upgrade (rolling site.yml)", "3-kill": "flanneld SIGKILL"}
 PING_INTERVAL = 0.1
@@ -213,13 +214,27 @@ def test_bulk_tcp_both_ways(switch: str, report: list[str]) -> None:
         # New containers get what Docker says it gives (the docker role's docker_bridge_mtu).
         assert result["new"]["mtu"] == result["docker_bridge_mtu"]
     first = bulk[testinfra_hosts[0]]
-    # What this test is for: old containers whose MTU is above the new backend's (PMTU discovery).
-    assert first["old_mtu"] > first["lease_mtu"], f"{switch}: old containers got the new MTU"
+    # What this test is for: old containers whose MTU is above the new backend's (PMTU discovery);
+    # bgp, unencapsulated, has the old containers' own (host-gw's) MTU.
+    if switch == "4-bgp":
+        assert first["old_mtu"] == first["lease_mtu"], f"{switch}: {first}"
+    else:
+        assert first["old_mtu"] > first["lease_mtu"], f"{switch}: old containers got the new MTU"
     report.append(
         f"switch {SWITCHES[switch]}: lease MTU {first['lease_mtu']}, old containers' MTU "
         f"{first['old_mtu']}, new containers' MTU {first['new']['mtu']}; "
         f"{len(bulk) * 3 * (len(bulk) - 1)} transfers of 8 MiB intact, slowest {slowest}s"
     )
+
+
+def test_bgp_left_no_route_behind(host: Any) -> None:
+    """After bgp -> udp: every agent retired its BIRD file (no subnet, no session), so BIRD,
+    still running, has withdrawn every route it had installed."""
+    assert host.service("bird").is_running
+    assert host.check_output("ip -4 route show proto bird") == ""
+    conf = host.file("/etc/bird/bird.conf").content_string
+    assert conf.startswith("# Written by pyflannel"), conf[:200]
+    assert "protocol bgp" not in conf and "protocol static" not in conf, conf
 
 
 def test_no_workload_container_restarted(host: Any, report: list[str]) -> None:
