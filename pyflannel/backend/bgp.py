@@ -21,12 +21,12 @@ from pyflannel.backend.netlink import Kernel
 from pyflannel.backend.settings import BackendSettings
 from pyflannel.bgp.birdconf import BgpPeer, BirdSettings, mesh_peers, render
 from pyflannel.bgp.birdctl import BirdControl, BirdError
-from pyflannel.bgp.birdfile import write_if_changed
 from pyflannel.config import NetworkConfig
 from pyflannel.errors import FlannelError
 from pyflannel.iface import ExternalInterface
 from pyflannel.mtu import OVERHEAD
 from pyflannel.subnet.lease import Lease, LeaseAttrs
+from pyflannel.subnetenv import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class BgpBackend(Backend):
         for lease in leases:
             if self.serves(lease):
                 self.mesh[lease.subnet] = lease.attrs.public_ip
-                if lease.subnet not in routed and self.direct.reachable(lease):
+                if self._needs_bridge(lease, routed):
                     self._bridge(lease)
             else:
                 self.mesh.pop(lease.subnet, None)
@@ -117,9 +117,7 @@ class BgpBackend(Backend):
         own, mixed = self.split_peers(peers)
         self.mesh = {subnet: lease.attrs.public_ip for subnet, lease in own.items()}
         routed = self._routed_by_bird()
-        bridged = {
-            s: lease for s, lease in own.items() if s not in routed and self.direct.reachable(lease)
-        }
+        bridged = {s: lease for s, lease in own.items() if self._needs_bridge(lease, routed)}
         for subnet in self.bridged - set(bridged):
             log.info("peer %s: routed by BIRD now, its direct route is gone", subnet)
         self.bridged = set(bridged)
@@ -134,6 +132,10 @@ class BgpBackend(Backend):
 
     def _routed_by_bird(self) -> set[ipaddress.IPv4Network]:
         return {r.dst for r in self.kernel.routes(self.config.network, daemons=True)}
+
+    def _needs_bridge(self, lease: Lease, routed: set[ipaddress.IPv4Network]) -> bool:
+        """Not routed by BIRD yet, and reachable without it (on our segment)."""
+        return lease.subnet not in routed and self.direct.reachable(lease)
 
     def _bridge(self, lease: Lease) -> None:
         if lease.subnet not in self.bridged:
@@ -177,7 +179,8 @@ class BgpBackend(Backend):
 
     def _write_config(self) -> bool:
         settings = self.bird_settings()
-        if not write_if_changed(self.config_path, render(settings)):
+        # Atomically (BIRD may read it at any time), 0644 (BIRD runs as its own user).
+        if not atomic_write_text(str(self.config_path), render(settings)):
             return False
         log.info("wrote %s (%d BGP peers)", self.config_path, len(settings.peers))
         self._reload_pending = True

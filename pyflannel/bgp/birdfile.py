@@ -1,37 +1,17 @@
-"""BIRD's configuration file as the agent keeps it: written atomically, only when its text
-changes, and retired (no subnet announced, no sessions) after a switch away from bgp."""
+"""BIRD's configuration file after a switch away from bgp: retired (no subnet announced, no
+sessions). The bgp backend writes it with subnetenv.atomic_write_text, as here."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from pyflannel.bgp.birdconf import HEADER, BirdSettings, render
 from pyflannel.bgp.birdctl import BirdControl, BirdError
+from pyflannel.subnetenv import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-
-def write_if_changed(path: Path, text: str) -> bool:
-    """Replace the file when its text differs (atomically: BIRD may read it at any time)."""
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=".pyflannel-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # BIRD runs as its own user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 def written_by_us(path: Path) -> bool:
@@ -53,7 +33,7 @@ def retire(
     the peers). A file we did not write is left alone. True when BIRD was told."""
     if not written_by_us(path):
         return False
-    if not write_if_changed(path, render(BirdSettings(router_id, network, own_subnet=None))):
+    if not atomic_write_text(str(path), render(BirdSettings(router_id, network, own_subnet=None))):
         return False
     log.info("bgp is off: wrote %s without our subnet and BGP sessions", path)
     try:

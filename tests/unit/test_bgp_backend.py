@@ -113,7 +113,7 @@ def test_the_mesh_follows_the_bgp_leases_and_bird_down_is_retried(tmp_path: Path
     b.remove_peer(lease("10.5.3.0/24", "198.51.100.13"))
     b.commit()
     assert "mesh_198_51_100_13" not in conf.read_text() and conf.stat().st_ino != inode
-    assert not list(tmp_path.glob(".pyflannel-*")), "a temporary file was left"
+    assert not list(tmp_path.glob(".*")), "a temporary file was left"
 
 
 def test_no_node_mesh_peers_only_with_the_configured_routers(tmp_path: Path) -> None:
